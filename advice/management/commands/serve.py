@@ -1,0 +1,45 @@
+"""Serve the service with Daphne, the way production does: no access log (it would print
+visitors' IP addresses), bounded WebSocket frames, keepalive pings.
+
+`manage.py serve --port 8000` on one machine; deploy/ runs the same command under systemd, once
+per process, behind nginx."""
+
+import os
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+
+def daphne_args(*, host: str, port: int | None = None, fd: int | None = None) -> list[str]:
+    endpoint = ["--fd", str(fd)] if fd is not None else ["-b", host, "-p", str(port)]
+    return [
+        *endpoint,
+        # Verbosity 0: no access log, so no client addresses anywhere (D-2, C-7).
+        "-v", "0",
+        # The longest frame we accept is a 4,000-character text in JSON; 64 KiB is plenty.
+        "--websocket-max-message-size", str(64 * 1024),
+        "--websocket-max-frame-size", str(64 * 1024),
+        # Keepalive pings from the server find dead connections the client never closed.
+        "--ping-interval", "20",
+        "--ping-timeout", "30",
+        "--application-close-timeout", "5",
+        "--no-server-name",
+        "asgi:application",
+    ]
+
+
+class Command(BaseCommand):
+    help = "Serve HTTP and WebSockets with Daphne (no access log)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=settings.PORT)
+        parser.add_argument("--fd", type=int, default=None, help="serve on an inherited socket")
+
+    def handle(self, *args, host, port, fd, **options):
+        args = daphne_args(host=host, port=port, fd=fd)
+        where = f"fd {fd}" if fd is not None else f"http://{host}:{port}/"
+        self.stdout.write(f"Serving on {where} (the advisor console is at /advisor/)")
+        self.stdout.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "daphne", *args])

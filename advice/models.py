@@ -1,0 +1,524 @@
+"""The domain: conversations, their messages and events, and the advisors who answer them.
+
+A conversation's state changes only through the methods on `Conversation`. Each method is
+race-safe (a conditional UPDATE or a row lock), writes a `ConversationEvent` row for the audit
+trail and statistics, and appends a system entry to the conversation's message stream, so a
+client that resumes from its last sequence number also learns what happened meanwhile.
+
+These methods are synchronous and run inside a transaction; they return the realtime events to
+publish, and the caller publishes them once the transaction has committed (advice.realtime).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from advice import crypto
+from advice.choices import (
+    COUNTIES,
+    INTERPRETER_LANGUAGES,
+    Channel,
+    Outcome,
+    SafeNow,
+    Writer,
+)
+
+
+class DomainError(Exception):
+    """A request the domain refuses. `code` is the stable error code of the protocol."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def hash_token(token: str) -> str:
+    # Tokens carry 256 random bits, so a plain digest is enough: the table never holds a token
+    # that could be replayed.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_visitor_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class AdvisorProfile(models.Model):
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, models.CASCADE, related_name="advisor_profile"
+    )
+    display_name = models.CharField(
+        _("name shown to visitors"), max_length=60, blank=True,
+        help_text=_("A first name or a pseudonym. Empty shows 'Advisor'."),
+    )
+    capacity = models.PositiveSmallIntegerField(
+        _("conversations at once"), default=settings.DEFAULT_ADVISOR_CAPACITY
+    )
+    languages = models.JSONField(
+        _("languages spoken"), default=list, blank=True,
+        help_text=_("Language codes, for example ['sv', 'en', 'ar']."),
+    )
+    can_see_phone_numbers = models.BooleanField(_("may see full phone numbers"), default=False)
+
+    def __str__(self) -> str:
+        return self.display_name or self.user.get_username()
+
+    @classmethod
+    def for_user(cls, user: Any) -> AdvisorProfile:
+        profile, _created = cls.objects.get_or_create(user=user)
+        return profile
+
+
+class ConversationQuerySet(models.QuerySet["Conversation"]):
+    def waiting(self) -> ConversationQuerySet:
+        return self.filter(status=Conversation.Status.WAITING)
+
+    def in_queue_order(self) -> ConversationQuerySet:
+        """Urgent first, then longest waiting."""
+        return self.waiting().order_by("-urgent", "created_at", "id")
+
+    def open(self) -> ConversationQuerySet:
+        return self.filter(status__in=Conversation.OPEN_STATUSES)
+
+    def for_visitor_token(self, token: str) -> ConversationQuerySet:
+        return self.filter(token_hash=hash_token(token))
+
+
+class Conversation(models.Model):
+    class Status(models.TextChoices):
+        WAITING = "waiting", _("Waiting")
+        ACTIVE = "active", _("Active")
+        CLOSED = "closed", _("Closed")
+        ABANDONED = "abandoned", _("Abandoned")
+
+    class EndReason(models.TextChoices):
+        ADVISOR_CLOSED = "advisor_closed", _("Closed by the advisor")
+        VISITOR_ENDED = "visitor_ended", _("Ended by the visitor")
+        VISITOR_LEFT = "visitor_left", _("Left the queue")
+        QUICK_EXIT = "quick_exit", _("Left by quick exit")
+        OPTED_OUT = "opted_out", _("The sender texted STOP")
+
+    OPEN_STATUSES = (Status.WAITING, Status.ACTIVE)
+
+    # The advisor side's identifier. The visitor side never sees it: visitors hold a token.
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    channel = models.CharField(max_length=8, choices=Channel.choices, default=Channel.WEB)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.WAITING)
+    language = models.CharField(max_length=8, default="sv")
+    interpreter_needed = models.BooleanField(default=False)
+    interpreter_language = models.CharField(
+        max_length=8, blank=True, choices=INTERPRETER_LANGUAGES
+    )
+    county = models.CharField(max_length=4, blank=True, choices=COUNTIES)
+    writer = models.CharField(max_length=12, choices=Writer.choices, default=Writer.YOUNG_PERSON)
+    safe_now = models.CharField(max_length=8, blank=True, choices=SafeNow.choices)
+    urgent = models.BooleanField(default=False)
+    advisor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True,
+        related_name="conversations",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    taken_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=16, blank=True, choices=EndReason.choices)
+    outcome = models.CharField(max_length=24, blank=True, choices=Outcome.choices)
+    # The highest sequence number handed out in this conversation's stream.
+    last_seq = models.PositiveIntegerField(default=0)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # The queue: waiting conversations, urgent first, then oldest (in_queue_order).
+            models.Index(
+                fields=["-urgent", "created_at"], name="conversation_queue",
+                condition=Q(status="waiting"),
+            ),
+            models.Index(fields=["advisor", "status"], name="conversation_advisor_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()} {str(self.public_id)[:8]}"
+
+    # --- creation -------------------------------------------------------------------------
+
+    @classmethod
+    def start_web(
+        cls,
+        *,
+        language: str,
+        writer: str,
+        interpreter_needed: bool = False,
+        interpreter_language: str = "",
+        county: str = "",
+        safe_now: str = "",
+    ) -> tuple[Conversation, str, list[dict]]:
+        """Open an anonymous web conversation in the queue; returns it, the visitor's token
+        (shown once, stored only as a hash) and the events to publish."""
+        token = new_visitor_token()
+        with transaction.atomic():
+            conversation = cls.objects.create(
+                token_hash=hash_token(token),
+                channel=Channel.WEB,
+                language=language,
+                writer=writer,
+                interpreter_needed=interpreter_needed,
+                interpreter_language=interpreter_language if interpreter_needed else "",
+                county=county,
+                safe_now=safe_now,
+                # "Not safe right now" puts the conversation first in the queue.
+                urgent=safe_now == SafeNow.NO,
+            )
+            conversation._record(ConversationEvent.Kind.CREATED, data={"channel": Channel.WEB})
+        return conversation, token, [queue_changed()]
+
+    # --- state transitions ----------------------------------------------------------------
+
+    def take(self, advisor: Any) -> list[dict]:
+        """Assign a waiting conversation to `advisor`.
+
+        Exactly one of several advisors taking the same conversation at once wins: the
+        advisor's profile row is locked (so capacity is checked against a stable count), then
+        the conversation moves with a conditional UPDATE that only a waiting row satisfies.
+        """
+        AdvisorProfile.for_user(advisor)
+        with transaction.atomic():
+            profile = AdvisorProfile.objects.select_for_update().get(user=advisor)
+            active = Conversation.objects.filter(advisor=advisor, status=self.Status.ACTIVE)
+            if active.count() >= profile.capacity:
+                raise DomainError(
+                    "capacity_reached",
+                    "You already have as many conversations as your capacity allows.",
+                )
+            now = timezone.now()
+            updated = Conversation.objects.filter(pk=self.pk, status=self.Status.WAITING).update(
+                status=self.Status.ACTIVE, advisor=advisor, taken_at=now
+            )
+            if updated != 1:
+                raise DomainError("already_taken", "Another advisor has taken this conversation.")
+            self.refresh_from_db()
+            self._record(ConversationEvent.Kind.TAKEN, advisor=advisor)
+            entry = self._append_system(Message.Event.ADVISOR_JOINED, advisor=advisor)
+        # The state first: it makes the advisor's sockets follow the conversation.
+        return [self.state_event(), entry.as_event(), queue_changed()]
+
+    @classmethod
+    def take_next(cls, advisor: Any) -> tuple[Conversation, list[dict]]:
+        """Take the first conversation in queue order that nobody else takes first."""
+        profile = AdvisorProfile.for_user(advisor)
+        spoken = set(profile.languages or [])
+        candidates = list(cls.objects.in_queue_order().only("pk", "language", "urgent")[:50])
+        # Prefer one the advisor can take without an interpreter, without jumping urgent ones.
+        def preference(c: Conversation) -> tuple[int, int]:
+            return (0 if c.urgent else 1, 0 if c.language in spoken else 1)
+
+        ordered = sorted(enumerate(candidates), key=lambda ic: (preference(ic[1]), ic[0]))
+        for _index, candidate in ordered:
+            try:
+                return candidate, candidate.take(advisor)
+            except DomainError as e:
+                if e.code != "already_taken":
+                    raise
+        raise DomainError("queue_empty", "Nobody is waiting.")
+
+    def close(self, advisor: Any, outcome: str) -> list[dict]:
+        if outcome not in Outcome.values:
+            raise DomainError("invalid_outcome", "Choose an outcome from the list.")
+        with transaction.atomic():
+            updated = Conversation.objects.filter(
+                pk=self.pk, status=self.Status.ACTIVE, advisor=advisor
+            ).update(
+                status=self.Status.CLOSED, ended_at=timezone.now(), outcome=outcome,
+                end_reason=self.EndReason.ADVISOR_CLOSED,
+            )
+            if updated != 1:
+                raise DomainError("not_your_conversation", "This conversation is not open for you.")
+            self.refresh_from_db()
+            self._record(ConversationEvent.Kind.CLOSED, advisor=advisor, data={"outcome": outcome})
+            entry = self._append_system(Message.Event.CLOSED, advisor=advisor)
+        return [entry.as_event(), self.state_event()]
+
+    def end_by_visitor(self, reason: str = EndReason.VISITOR_ENDED) -> list[dict]:
+        """The visitor leaves: a waiting conversation is abandoned, an active one ends."""
+        with transaction.atomic():
+            locked = Conversation.objects.select_for_update().get(pk=self.pk)
+            if locked.status not in self.OPEN_STATUSES:
+                raise DomainError("conversation_ended", "This conversation has already ended.")
+            was_waiting = locked.status == self.Status.WAITING
+            new_status = self.Status.ABANDONED if was_waiting else self.Status.CLOSED
+            if reason == self.EndReason.VISITOR_ENDED and was_waiting:
+                reason = self.EndReason.VISITOR_LEFT
+            Conversation.objects.filter(pk=self.pk).update(
+                status=new_status, ended_at=timezone.now(), end_reason=reason
+            )
+            self.refresh_from_db()
+            kind = (
+                ConversationEvent.Kind.ABANDONED if was_waiting else ConversationEvent.Kind.ENDED
+            )
+            self._record(kind, data={"reason": reason})
+            entry = self._append_system(Message.Event.VISITOR_LEFT, data={"reason": reason})
+        events = [entry.as_event(), self.state_event()]
+        if was_waiting:
+            events.append(queue_changed())
+        return events
+
+    def set_urgent(self, advisor: Any, urgent: bool) -> list[dict]:
+        with transaction.atomic():
+            updated = Conversation.objects.filter(
+                pk=self.pk, status__in=self.OPEN_STATUSES
+            ).exclude(urgent=urgent).update(urgent=urgent)
+            if updated:
+                self.refresh_from_db()
+                self._record(ConversationEvent.Kind.URGENCY, advisor=advisor, data={"urgent": urgent})
+        return [self.state_event(), queue_changed()] if updated else []
+
+    def set_interpreter(self, advisor: Any, needed: bool, language: str) -> list[dict]:
+        if needed and language not in dict(INTERPRETER_LANGUAGES):
+            raise DomainError("invalid_language", "Choose the interpreter's language from the list.")
+        with transaction.atomic():
+            updated = Conversation.objects.filter(
+                pk=self.pk, status__in=self.OPEN_STATUSES
+            ).update(interpreter_needed=needed, interpreter_language=language if needed else "")
+            if updated != 1:
+                raise DomainError("conversation_ended", "This conversation has already ended.")
+            self.refresh_from_db()
+            self._record(
+                ConversationEvent.Kind.INTERPRETER, advisor=advisor,
+                data={"needed": needed, "language": self.interpreter_language},
+            )
+        return [self.state_event(), queue_changed()]
+
+    # --- the message stream -----------------------------------------------------------------
+
+    def post(
+        self, *, sender: str, text: str, client_id: str = "", advisor: Any = None
+    ) -> tuple[Message, bool, list[dict]]:
+        """Append a text to the stream. Returns (message, created, events).
+
+        A text the client sends again with the same client_id (a retry after a dropped
+        connection) returns the stored message with created=False and is not stored twice.
+        The conversation row is locked while the next sequence number is taken, so numbers are
+        gap-free and commit in order.
+        """
+        validate_text(text)
+        with transaction.atomic():
+            locked = Conversation.objects.select_for_update().get(pk=self.pk)
+            if client_id:
+                existing = Message.objects.filter(
+                    conversation=locked, sender=sender, client_id=client_id
+                ).first()
+                if existing is not None:
+                    return existing, False, []
+            if locked.status not in self.OPEN_STATUSES:
+                raise DomainError("conversation_ended", "This conversation has already ended.")
+            if sender == Message.Sender.ADVISOR and locked.advisor_id != getattr(advisor, "pk", None):
+                raise DomainError("not_your_conversation", "This conversation is not open for you.")
+            message = locked._append(
+                sender=sender, body=crypto.encrypt(text), client_id=client_id, advisor=advisor
+            )
+        self.last_seq = message.seq
+        return message, True, [message.as_event()]
+
+    def messages_after(self, seq: int, limit: int = 500) -> list[Message]:
+        entries = list(self.messages.filter(seq__gt=seq).order_by("seq")[:limit])
+        for entry in entries:
+            entry.conversation = self  # as_event needs it; spare a query per entry
+        return entries
+
+    def _append(self, **fields: Any) -> Message:
+        """Take the next sequence number and store an entry. Caller holds the row lock."""
+        Conversation.objects.filter(pk=self.pk).update(last_seq=F("last_seq") + 1)
+        self.last_seq = Conversation.objects.values_list("last_seq", flat=True).get(pk=self.pk)
+        return Message.objects.create(conversation=self, seq=self.last_seq, **fields)
+
+    def _append_system(self, event: str, advisor: Any = None, data: dict | None = None) -> Message:
+        return self._append(
+            sender=Message.Sender.SYSTEM, event=event, advisor=advisor, data=data or {}
+        )
+
+    def _record(self, kind: str, advisor: Any = None, data: dict | None = None) -> None:
+        ConversationEvent.objects.create(
+            conversation=self, kind=kind, advisor=advisor, data=data or {}
+        )
+
+    # --- what clients see -------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN_STATUSES
+
+    def waited_seconds(self, now: Any = None) -> int:
+        end = self.taken_at or self.ended_at or now or timezone.now()
+        return max(0, int((end - self.created_at).total_seconds()))
+
+    def summary(self) -> dict[str, Any]:
+        """The conversation as the advisor console shows it (no message content)."""
+        return {
+            "id": str(self.public_id),
+            "channel": self.channel,
+            "status": self.status,
+            "writer": self.writer,
+            "language": self.language,
+            "interpreter_needed": self.interpreter_needed,
+            "interpreter_language": self.interpreter_language,
+            "county": self.county,
+            "safe_now": self.safe_now,
+            "urgent": self.urgent,
+            "created_at": self.created_at.isoformat(),
+            "taken_at": self.taken_at.isoformat() if self.taken_at else None,
+            "advisor": self.advisor_id,
+            "end_reason": self.end_reason,
+            "outcome": self.outcome,
+            "last_seq": self.last_seq,
+        }
+
+    def state_event(self) -> dict[str, Any]:
+        return {"kind": "conversation", "conversation": self.pk, "summary": self.summary()}
+
+
+def validate_text(text: Any) -> str:
+    if not isinstance(text, str):
+        raise DomainError("invalid_field", "text must be a string.")
+    if not text.strip():
+        raise DomainError("empty_message", "The message is empty.")
+    if len(text) > settings.MAX_MESSAGE_LENGTH:
+        raise DomainError(
+            "message_too_long",
+            f"The message is longer than {settings.MAX_MESSAGE_LENGTH} characters.",
+        )
+    return text
+
+
+def queue_changed() -> dict[str, Any]:
+    return {"kind": "queue"}
+
+
+class Message(models.Model):
+    """One entry in a conversation's stream: a text, or a system entry (joined, ended, ...)."""
+
+    class Sender(models.TextChoices):
+        VISITOR = "visitor", _("Visitor")
+        ADVISOR = "advisor", _("Advisor")
+        INTERPRETER = "interpreter", _("Interpreter")
+        SYSTEM = "system", _("System")
+
+    class Event(models.TextChoices):
+        ADVISOR_JOINED = "advisor_joined", _("An advisor joined")
+        VISITOR_LEFT = "visitor_left", _("The visitor left")
+        CLOSED = "closed", _("The advisor ended the conversation")
+
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="messages")
+    seq = models.PositiveIntegerField()
+    sender = models.CharField(max_length=12, choices=Sender.choices)
+    advisor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Fernet ciphertext of the text; empty for system entries.
+    body = models.TextField(blank=True)
+    event = models.CharField(max_length=24, blank=True, choices=Event.choices)
+    data = models.JSONField(default=dict, blank=True)
+    # The sender's own id for the text, so a retried send is stored once.
+    client_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "seq"], name="message_unique_seq"),
+            models.UniqueConstraint(
+                fields=["conversation", "sender", "client_id"], name="message_unique_client_id",
+                condition=~Q(client_id=""),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id}#{self.seq}"
+
+    @property
+    def text(self) -> str:
+        return crypto.decrypt(self.body) if self.body else ""
+
+    def as_event(self) -> dict[str, Any]:
+        return {
+            "kind": "message",
+            "conversation": self.conversation_id,
+            "public_id": str(self.conversation.public_id),
+            "seq": self.seq,
+            "sender": self.sender,
+            "advisor": self.advisor_id,
+            "text": self.text,
+            "event": self.event,
+            "data": self.data,
+            "client_id": self.client_id,
+            "sent_at": self.created_at.isoformat(),
+        }
+
+
+class ConversationEvent(models.Model):
+    """The audit trail of a conversation's state changes; statistics are counted from it."""
+
+    class Kind(models.TextChoices):
+        CREATED = "created", _("Created")
+        TAKEN = "taken", _("Taken")
+        CLOSED = "closed", _("Closed")
+        ENDED = "ended", _("Ended by the visitor")
+        ABANDONED = "abandoned", _("Abandoned")
+        URGENCY = "urgency", _("Urgency changed")
+        INTERPRETER = "interpreter", _("Interpreter changed")
+
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    advisor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["conversation", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.created_at:%Y-%m-%d %H:%M}"
+
+
+@dataclass
+class QueueSnapshot:
+    """The waiting conversations in queue order, and an estimate of the wait."""
+
+    waiting: list[Conversation] = field(default_factory=list)
+    average_wait_seconds: int = 0
+
+    @classmethod
+    def load(cls) -> QueueSnapshot:
+        waiting = list(Conversation.objects.in_queue_order().select_related(None)[:500])
+        recent = list(
+            Conversation.objects.filter(
+                taken_at__isnull=False, taken_at__gte=timezone.now() - timedelta(hours=3)
+            ).order_by("-taken_at").values_list("created_at", "taken_at")[:20]
+        )
+        average = (
+            int(sum((t - c).total_seconds() for c, t in recent) / len(recent)) if recent else 0
+        )
+        return cls(waiting=waiting, average_wait_seconds=average)
+
+    def position_of(self, conversation_id: int) -> int | None:
+        if not hasattr(self, "_positions"):
+            self._positions = {c.pk: i + 1 for i, c in enumerate(self.waiting)}
+        return self._positions.get(conversation_id)
+
+    def estimated_wait(self, position: int) -> int:
+        """Seconds: the recent average wait, scaled by the place in the queue. With no recent
+        history, two minutes a place, so the visitor sees a number and not a blank."""
+        per_place = max(60, self.average_wait_seconds) if self.average_wait_seconds else 120
+        return per_place * position

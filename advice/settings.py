@@ -1,0 +1,247 @@
+"""Settings for the advice line.
+
+Everything an operator sets comes from the environment (see README, "Configuration"). With nothing
+set the service runs embedded: SQLite and the in-memory channel layer, so `make run` works on a
+fresh machine. `DATABASE_URL` selects PostgreSQL and `REDIS_URL` the Redis channel layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
+from django.utils.translation import gettext_lazy as _
+
+from advice.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", False)
+# HTTPS=true when the service is reached over TLS (always, in production): secure cookies with
+# the __Host- prefix, HSTS, and the redirect from http.
+HTTPS = env_bool("HTTPS", False)
+
+# Development keys are accepted only with DEBUG on; production must set its own.
+_DEV_SECRET_KEY = "dev-only-secret-key-not-for-production-0123456789abcdefghijklmnopqrstuvwxyz"
+SECRET_KEY = env_str("SECRET_KEY") or (_DEV_SECRET_KEY if DEBUG else "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY must be set (DEBUG is off)")
+
+# Fernet keys for encryption at rest, comma-separated, newest first. The first encrypts; every
+# key decrypts, so a key is rotated by putting a new one in front and running `manage.py
+# rotate_keys` before the old one is dropped.
+ENCRYPTION_KEYS = env_list("ENCRYPTION_KEYS") or (
+    ["ZGV2LW9ubHktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM="] if DEBUG else []
+)
+if not ENCRYPTION_KEYS:
+    raise ImproperlyConfigured(
+        "ENCRYPTION_KEYS must be set (DEBUG is off); make one with "
+        "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
+    )
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+if not DEBUG and "*" in ALLOWED_HOSTS:
+    # The WebSocket origin check is built on ALLOWED_HOSTS; "*" would accept any origin.
+    raise ImproperlyConfigured("ALLOWED_HOSTS must not contain '*'")
+
+PORT = env_int("PORT", 8000, minimum=1)
+
+INSTALLED_APPS = [
+    "daphne",  # first, so its runserver serves ASGI (daphne.E001)
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "channels",
+    "advice",
+    "chat",
+    "sms",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # after AuthenticationMiddleware (O-1)
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "advice.middleware.NoStoreMiddleware",
+]
+
+ROOT_URLCONF = "advice.urls"
+ASGI_APPLICATION = "asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.csp",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "advice.context_processors.service",
+            ],
+        },
+    },
+]
+
+# Database: SQLite by default, PostgreSQL (psycopg 3, pooled) from DATABASE_URL.
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    try:
+        _db = dj_database_url.parse(DATABASE_URL)
+    except ValueError as e:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {e}") from e
+    if _db["ENGINE"] == "django.db.backends.postgresql":
+        # psycopg's pool replaces persistent connections (CONN_MAX_AGE must stay 0 with it).
+        _db.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env_int("DATABASE_POOL_MIN", 2, minimum=0),
+            "max_size": env_int("DATABASE_POOL_MAX", 20, minimum=1),
+            "timeout": 10,
+        }
+    _db.setdefault("TEST", {})["NAME"] = f"test_{_db.get('NAME') or 'advice'}"
+    DATABASES = {"default": _db}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env_str("SQLITE_PATH") or str(BASE_DIR / "db.sqlite3"),
+            # An on-disk test database, so that tests across threads and processes share it.
+            "TEST": {"NAME": str(BASE_DIR / "test-db.sqlite3")},
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Channel layer: the doorbell between processes. The database is the source of truth; a lost
+# doorbell is repaired by the client resuming from its last sequence number.
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis://")
+    CHANNEL_LAYERS = {
+        "default": {
+            # The pub/sub layer: one connection per process instead of one per group (the core
+            # RedisChannelLayer failed handshakes at 400 sockets here; docs/performance.md).
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL}], "prefix": "advice"},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "advisor-login"
+LOGIN_REDIRECT_URL = "advisor-console"
+OTP_LOGIN_URL = "advisor-login"
+OTP_TOTP_ISSUER = env_str("OTP_ISSUER", "Rådgivningslinjen")
+
+# Internationalisation. The visitor side speaks the visitor's language; the advisor side
+# Swedish or English.
+LANGUAGE_CODE = "sv"
+LANGUAGES = [
+    ("sv", "Svenska"),
+    ("en", "English"),
+]
+ADVISOR_LANGUAGES = ["sv", "en"]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+USE_I18N = True
+TIME_ZONE = "Europe/Stockholm"
+USE_TZ = True
+# The language is chosen in the URL; a cookie would be a trace on the device.
+LANGUAGE_COOKIE_AGE = None
+
+STATIC_URL = "/static/"
+STATIC_ROOT = env_str("STATIC_ROOT") or str(BASE_DIR / "staticfiles")
+# Daphne serves /static/ itself unless a proxy in front does (deploy/nginx).
+SERVE_STATIC = env_bool("SERVE_STATIC", True)
+
+# Sessions exist only for advisors; visitors get no cookie at all.
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_AGE = env_int("ADVISOR_SESSION_HOURS", 10, minimum=1) * 3600
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Strict"
+CSRF_USE_SESSIONS = True
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Strict"
+if HTTPS:
+    SESSION_COOKIE_NAME = "__Host-session"
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_NAME = "__Host-csrftoken"
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    # Only behind the proxy in deploy/, which sets this header itself and drops the client's.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = 31536000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    CSRF_TRUSTED_ORIGINS = [f"https://{host}" for host in ALLOWED_HOSTS if host != "*"]
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "no-referrer"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# A strict policy: our own scripts and styles only, no inline code, no outside origin.
+SECURE_CSP = {
+    "default-src": [CSP.NONE],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "font-src": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "object-src": [CSP.NONE],
+    "manifest-src": [CSP.NONE],
+    "worker-src": [CSP.NONE],
+}
+
+# Nothing that identifies a visitor is logged: no access log (Daphne runs with -v 0), and no
+# message text or phone number is ever passed to a logger. Django's request logger prints only
+# paths, which carry no identifier on the visitor side.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "daphne.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+        "daphne.server": {"level": "WARNING"},
+        "django.channels.server": {"handlers": [], "level": "CRITICAL", "propagate": False},
+    },
+}
+
+# The service.
+SERVICE_NAME = env_str("SERVICE_NAME", "Stödlinjen")
+MAX_MESSAGE_LENGTH = 4000
+# How long a visitor's token stays valid after the conversation ends (to read the last messages).
+VISITOR_TOKEN_GRACE_MINUTES = env_int("VISITOR_TOKEN_GRACE_MINUTES", 30, minimum=0)
+DEFAULT_ADVISOR_CAPACITY = env_int("DEFAULT_ADVISOR_CAPACITY", 3, minimum=1)
+# Sockets that send nothing (not even the client's heartbeat) for this long are closed.
+SOCKET_IDLE_SECONDS = env_int("SOCKET_IDLE_SECONDS", 75, minimum=10)

@@ -1,0 +1,209 @@
+"""What the visitor and advisor sockets share: frame parsing with typed errors, per-socket
+rate limiting, heartbeats and idle closing, and in-order delivery from the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from advice.models import Conversation, DomainError, QueueSnapshot
+from advice.realtime import get_hub
+
+logger = logging.getLogger(__name__)
+
+# Frames a client may send in a burst, and the rate they refill at (per second). A person
+# typing never comes near it; a runaway script does.
+RATE_BURST = 30
+RATE_PER_SECOND = 10
+# Frames larger than this are refused before parsing (the longest text is 4,000 characters).
+MAX_FRAME_BYTES = 64 * 1024
+
+
+class ProtocolError(DomainError):
+    pass
+
+
+def parse_frame(text: str | None) -> dict[str, Any]:
+    if text is None:
+        raise ProtocolError("invalid_frame", "Frames are JSON text, not binary.")
+    if len(text) > MAX_FRAME_BYTES:
+        raise ProtocolError("frame_too_large", "The frame is too large.")
+    try:
+        frame = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError("invalid_json", "The frame is not valid JSON.") from None
+    if not isinstance(frame, dict):
+        raise ProtocolError("invalid_frame", "A frame is a JSON object.")
+    if not isinstance(frame.get("type"), str):
+        raise ProtocolError("invalid_frame", "A frame needs a string 'type'.")
+    return frame
+
+
+_MISSING = object()
+
+
+def field(
+    frame: dict[str, Any],
+    name: str,
+    kind: type | tuple[type, ...],
+    *,
+    default: Any = _MISSING,
+    choices: Any = None,
+    max_length: int | None = None,
+) -> Any:
+    """One field of a frame, checked; a missing or wrong field raises a typed error."""
+    value = frame.get(name, _MISSING)
+    if value is _MISSING or value is None:
+        if default is _MISSING:
+            raise ProtocolError("missing_field", f"The field '{name}' is required.")
+        return default
+    # bool is a subclass of int: a true/false where a number belongs is a type error.
+    if isinstance(value, bool) and kind is not bool:
+        raise ProtocolError("invalid_field", f"The field '{name}' has the wrong type.")
+    if not isinstance(value, kind):
+        raise ProtocolError("invalid_field", f"The field '{name}' has the wrong type.")
+    if max_length is not None and isinstance(value, str) and len(value) > max_length:
+        raise ProtocolError("invalid_field", f"The field '{name}' is too long.")
+    if choices is not None and value not in choices:
+        raise ProtocolError("invalid_field", f"The field '{name}' has a value not on the list.")
+    return value
+
+
+def client_id_field(frame: dict[str, Any]) -> str:
+    client_id = field(frame, "client_id", str, default="", max_length=64)
+    return client_id
+
+
+def seq_field(frame: dict[str, Any], name: str = "last_seq") -> int:
+    value = field(frame, name, int, default=0)
+    if value < 0:
+        raise ProtocolError("invalid_field", f"The field '{name}' cannot be negative.")
+    return value
+
+
+class JsonSocket(AsyncWebsocketConsumer):
+    """A socket that speaks the JSON protocol of docs/protocol.md."""
+
+    # Frame types this socket accepts, each handled by `handle_<type>`.
+    frame_types: frozenset[str] = frozenset()
+    advisor_id: int | None = None
+
+    async def connect(self) -> None:
+        self.hub = get_hub()
+        self.tokens = float(RATE_BURST)
+        self.tokens_at = time.monotonic()
+        self.last_heard = time.monotonic()
+        # Per conversation: the highest seq this socket has sent on, so nothing goes out twice
+        # and a gap is noticed.
+        self.delivered: dict[int, int] = {}
+        self.stream_lock = asyncio.Lock()
+        self.closed = False
+        await self.hub.start()
+        self.idle_task = asyncio.create_task(self._close_when_idle())
+
+    async def disconnect(self, code: int) -> None:
+        self.closed = True
+        if hasattr(self, "hub"):
+            self.hub.remove(self)
+        if hasattr(self, "idle_task"):
+            self.idle_task.cancel()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self.last_heard = time.monotonic()
+        frame_type = None
+        try:
+            if not self._take_token():
+                raise ProtocolError("rate_limited", "Too many frames; slow down.")
+            frame = parse_frame(text_data)
+            frame_type = frame["type"]
+            if frame_type not in self.frame_types:
+                raise ProtocolError("unknown_type", f"Unknown frame type '{frame_type[:40]}'.")
+            await getattr(self, f"handle_{frame_type}")(frame)
+        except DomainError as e:
+            await self.send_frame({"type": "error", "code": e.code, "message": e.message,
+                                   "ref": frame_type if isinstance(frame_type, str) else None})
+
+    async def handle_ping(self, frame: dict[str, Any]) -> None:
+        await self.send_frame({"type": "pong"})
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        if not self.closed:
+            await self.send(text_data=json.dumps(frame, ensure_ascii=False, separators=(",", ":")))
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(RATE_BURST, self.tokens + (now - self.tokens_at) * RATE_PER_SECOND)
+        self.tokens_at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    async def _close_when_idle(self) -> None:
+        """Close a socket that has sent nothing, not even the client's ping, for
+        SOCKET_IDLE_SECONDS: it is dead or stuck, and holds memory for nothing."""
+        limit = settings.SOCKET_IDLE_SECONDS
+        try:
+            while not self.closed:
+                await asyncio.sleep(min(limit, 15))
+                if time.monotonic() - self.last_heard > limit:
+                    await self.close(code=4408)
+                    return
+        except asyncio.CancelledError:
+            pass
+
+    # --- the stream ---------------------------------------------------------------------
+
+    async def follow(self, conversation: Conversation, after_seq: int) -> None:
+        """Start following a conversation: subscribe first (so nothing published from now on is
+        missed), then send what came after `after_seq` from the database."""
+        self.hub.subscribe(conversation.pk, self)
+        async with self.stream_lock:
+            self.delivered[conversation.pk] = max(after_seq, self.delivered.get(conversation.pk, 0))
+            await self._catch_up(conversation.pk)
+
+    def unfollow(self, conversation_id: int) -> None:
+        self.hub.unsubscribe(conversation_id, self)
+        self.delivered.pop(conversation_id, None)
+
+    async def on_message_event(self, event: dict[str, Any]) -> None:
+        conversation_id = event["conversation"]
+        async with self.stream_lock:
+            delivered = self.delivered.get(conversation_id)
+            if delivered is None or event["seq"] <= delivered:
+                return
+            if event["seq"] == delivered + 1:
+                await self.send_frame(self.message_frame(event))
+                self.delivered[conversation_id] = event["seq"]
+            else:
+                # An event went missing on the way (another process, a dropped doorbell): the
+                # database has it.
+                await self._catch_up(conversation_id)
+
+    async def _catch_up(self, conversation_id: int) -> None:
+        while True:
+            after = self.delivered[conversation_id]
+            entries = await database_sync_to_async(_entries_after)(conversation_id, after)
+            for entry in entries:
+                await self.send_frame(self.message_frame(entry))
+                self.delivered[conversation_id] = entry["seq"]
+            if len(entries) < 500:
+                return
+
+    def message_frame(self, event: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def on_queue(self, snapshot: QueueSnapshot) -> None:
+        pass
+
+
+def _entries_after(conversation_id: int, seq: int) -> list[dict[str, Any]]:
+    conversation = Conversation.objects.get(pk=conversation_id)
+    return [m.as_event() for m in conversation.messages_after(seq)]

@@ -1,0 +1,33 @@
+from django.conf.urls.i18n import i18n_patterns
+from django.contrib import admin
+from django.urls import include, path
+from django_otp.admin import OTPAdminSite
+
+from advice import views
+
+# The admin needs an OTP-verified session like every advisor page (O-7).
+admin.site.__class__ = OTPAdminSite
+admin.site.site_header = "Advice line"
+admin.site.login_template = None
+
+advisor_patterns = [
+    path("", views.console, name="advisor-console"),
+    path("login/", views.login, name="advisor-login"),
+    path("verify/", views.verify, name="advisor-verify"),
+    path("enrol/", views.enrol, name="advisor-enrol"),
+    path("logout/", views.logout, name="advisor-logout"),
+]
+
+urlpatterns = [
+    path("advisor/", include(advisor_patterns)),
+    path("admin/", admin.site.urls),
+    path("sms/", include("sms.urls")),
+    path("", include("chat.urls_neutral")),
+]
+
+# The visitor's pages, in the visitor's language: /, /en/, /ar/ ... (the default, Swedish,
+# has no prefix). The language lives in the URL, not in a cookie on the device.
+urlpatterns += i18n_patterns(
+    path("", include("chat.urls")),
+    prefix_default_language=False,
+)

@@ -1,0 +1,173 @@
+"""The visitor's socket, /ws/chat/. Anonymous: the visitor proves nothing but the token they
+were given when they started, sent inside a frame (never in the URL)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from advice.choices import COUNTIES, INTERPRETER_LANGUAGES, SafeNow, Writer
+from advice.models import Conversation, Message, QueueSnapshot
+from advice.realtime import publish
+from advice.sockets import JsonSocket, ProtocolError, client_id_field, field, seq_field
+
+VISITOR_LANGUAGES = {code for code, _name in settings.LANGUAGES}
+
+
+class VisitorConsumer(JsonSocket):
+    frame_types = frozenset({"start", "resume", "send", "typing", "leave", "ping"})
+
+    conversation: Conversation | None = None
+    position: int | None = None
+
+    async def connect(self) -> None:
+        await super().connect()
+        await self.accept()
+
+    # --- frames ----------------------------------------------------------------------------
+
+    async def handle_start(self, frame: dict[str, Any]) -> None:
+        if self.conversation is not None:
+            raise ProtocolError("already_started", "This socket already has a conversation.")
+        interpreter_needed = field(frame, "interpreter_needed", bool, default=False)
+        options = {
+            "language": field(frame, "language", str, choices=VISITOR_LANGUAGES),
+            "writer": field(frame, "writer", str, choices=Writer.values),
+            "interpreter_needed": interpreter_needed,
+            "interpreter_language": field(
+                frame, "interpreter_language", str, default="",
+                choices=[""] + [code for code, _name in INTERPRETER_LANGUAGES],
+            ),
+            "county": field(
+                frame, "county", str, default="", choices=[""] + [c for c, _n in COUNTIES]
+            ),
+            "safe_now": field(frame, "safe_now", str, default="", choices=["", *SafeNow.values]),
+        }
+        if interpreter_needed and not options["interpreter_language"]:
+            raise ProtocolError("missing_field", "Say which language the interpreter should speak.")
+        conversation, token, events = await database_sync_to_async(Conversation.start_web)(
+            **options
+        )
+        await self.send_frame({"type": "started", "token": token})
+        await self._attach(conversation, after_seq=0)
+        await publish(events)
+
+    async def handle_resume(self, frame: dict[str, Any]) -> None:
+        token = field(frame, "token", str, max_length=128)
+        last_seq = seq_field(frame)
+        conversation = await database_sync_to_async(_conversation_for_token)(token)
+        if conversation is None:
+            raise ProtocolError("invalid_token", "This conversation cannot be found.")
+        if self.conversation is not None and self.conversation.pk != conversation.pk:
+            raise ProtocolError("already_started", "This socket already has a conversation.")
+        await self._attach(conversation, after_seq=last_seq)
+
+    async def handle_send(self, frame: dict[str, Any]) -> None:
+        conversation = self._require_conversation()
+        client_id = client_id_field(frame)
+        text = field(frame, "text", str)
+        message, _created, events = await database_sync_to_async(conversation.post)(
+            sender=Message.Sender.VISITOR, text=text, client_id=client_id
+        )
+        # Acknowledged only now: the text is committed.
+        await self.send_frame({"type": "ack", "client_id": client_id, "seq": message.seq})
+        await publish(events)
+
+    async def handle_typing(self, frame: dict[str, Any]) -> None:
+        conversation = self._require_conversation()
+        if conversation.status == Conversation.Status.ACTIVE:
+            await publish([{
+                "kind": "typing", "conversation": conversation.pk,
+                "public_id": str(conversation.public_id), "from": "visitor",
+            }])
+
+    async def handle_leave(self, frame: dict[str, Any]) -> None:
+        conversation = self._require_conversation()
+        events = await database_sync_to_async(conversation.end_by_visitor)()
+        await publish(events)
+
+    # --- events ----------------------------------------------------------------------------
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind == "message":
+            await self.on_message_event(event)
+        elif kind == "conversation" and self.conversation is not None:
+            summary = event["summary"]
+            self.conversation.status = summary["status"]
+            if summary["status"] != Conversation.Status.WAITING:
+                self.hub.unwatch_queue(self)
+                self.position = None
+            await self.send_frame(self.state_frame())
+        elif kind == "typing" and event.get("from") != "visitor":
+            await self.send_frame({"type": "typing", "from": event["from"]})
+
+    async def on_queue(self, snapshot: QueueSnapshot) -> None:
+        if self.conversation is None:
+            return
+        position = snapshot.position_of(self.conversation.pk)
+        if position is not None and position != self.position:
+            self.position = position
+            await self.send_frame({
+                "type": "queue", "position": position,
+                "estimated_wait_seconds": snapshot.estimated_wait(position),
+            })
+
+    def message_frame(self, event: dict[str, Any]) -> dict[str, Any]:
+        frame = {
+            "type": "message",
+            "seq": event["seq"],
+            "from": event["sender"],
+            "sent_at": event["sent_at"],
+        }
+        if event["event"]:
+            frame["event"] = event["event"]
+        else:
+            frame["text"] = event["text"]
+        if event["sender"] == Message.Sender.VISITOR and event["client_id"]:
+            frame["client_id"] = event["client_id"]
+        return frame
+
+    def state_frame(self) -> dict[str, Any]:
+        assert self.conversation is not None
+        frame: dict[str, Any] = {"type": "state", "status": self.conversation.status}
+        if self.position is not None:
+            frame["position"] = self.position
+        return frame
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _attach(self, conversation: Conversation, after_seq: int) -> None:
+        self.conversation = conversation
+        await self.send_frame(self.state_frame())
+        if conversation.status == Conversation.Status.WAITING:
+            # The place in the queue follows from the hub's next reload of the queue, which is
+            # shared by every waiting visitor of this process (one query, not one each).
+            self.hub.watch_queue(self)
+            self.hub.request_queue_refresh()
+        await self.follow(conversation, after_seq)
+
+    def _require_conversation(self) -> Conversation:
+        if self.conversation is None:
+            raise ProtocolError("no_conversation", "Start or resume a conversation first.")
+        return self.conversation
+
+
+def _conversation_for_token(token: str) -> Conversation | None:
+    """The conversation a token opens: open ones, and ended ones for a short while, so the
+    visitor can still read the last messages after a reload. Never after a quick exit."""
+    conversation = Conversation.objects.for_visitor_token(token).first()
+    if conversation is None or conversation.is_open:
+        return conversation
+    if conversation.end_reason == Conversation.EndReason.QUICK_EXIT:
+        return None
+    grace = timedelta(minutes=settings.VISITOR_TOKEN_GRACE_MINUTES)
+    if conversation.ended_at and timezone.now() - conversation.ended_at > grace:
+        return None
+    return conversation
+
+

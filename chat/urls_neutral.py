@@ -1,0 +1,2 @@
+# Visitor URLs that do not depend on the language.
+urlpatterns = []

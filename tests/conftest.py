@@ -1,0 +1,21 @@
+"""Shared fixtures. Tests talk to the real things: the database the run is configured for
+(PostgreSQL in `make test`), the real channel layer, the real middleware stack."""
+
+import pytest
+
+from tests.factories import make_advisor
+
+
+@pytest.fixture(autouse=True)
+def _fast_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def advisor(db):
+    return make_advisor("alice")
+
+
+@pytest.fixture
+def other_advisor(db):
+    return make_advisor("bob")
