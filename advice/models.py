@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import F, Q
+from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -33,6 +34,10 @@ from advice.choices import (
     SafeNow,
     Writer,
 )
+
+
+# Sent inside the transaction that stores a text: (conversation, message, text).
+message_posted = Signal()
 
 
 class DomainError(Exception):
@@ -328,6 +333,9 @@ class Conversation(models.Model):
             message = locked._append(
                 sender=sender, body=crypto.encrypt(text), client_id=client_id, advisor=advisor
             )
+            # Inside the transaction: a channel that must act on the text (the SMS outbox) does
+            # so atomically with storing it.
+            message_posted.send(sender=Conversation, conversation=locked, message=message, text=text)
         self.last_seq = message.seq
         return message, True, [message.as_event()]
 

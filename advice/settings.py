@@ -115,12 +115,13 @@ if DATABASE_URL:
     _db.setdefault("TEST", {})["NAME"] = f"test_{_db.get('NAME') or 'advice'}"
     DATABASES = {"default": _db}
 else:
+    _sqlite_path = env_str("SQLITE_PATH") or str(BASE_DIR / "db.sqlite3")
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": env_str("SQLITE_PATH") or str(BASE_DIR / "db.sqlite3"),
+            "NAME": _sqlite_path,
             # An on-disk test database, so that tests across threads and processes share it.
-            "TEST": {"NAME": str(BASE_DIR / "test-db.sqlite3")},
+            "TEST": {"NAME": _sqlite_path.removesuffix(".sqlite3") + "-test.sqlite3"},
             "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
         }
     }
@@ -138,7 +139,12 @@ if REDIS_URL:
             # The pub/sub layer: one connection per process instead of one per group (the core
             # RedisChannelLayer failed handshakes at 400 sockets here; docs/performance.md).
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL}], "prefix": "advice"},
+            # Processes of one service share a prefix; services (or test runs) sharing a Redis
+            # must not (Redis pub/sub channels are not scoped by database number).
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL}],
+                "prefix": env_str("CHANNEL_PREFIX", "advice"),
+            },
         }
     }
 else:
