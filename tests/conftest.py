@@ -19,3 +19,12 @@ def advisor(db):
 @pytest.fixture
 def other_advisor(db):
     return make_advisor("bob")
+
+
+@pytest.fixture
+def daphne_server(transactional_db):
+    """A real Daphne process serving the app on a free port, on this test's database."""
+    from tests.live import daphne
+
+    with daphne() as server:
+        yield server
