@@ -27,21 +27,25 @@ $(VENV)/.installed-test: requirements/test.txt | $(BIN)/python
 install: $(VENV)/.installed-base
 install-test: $(VENV)/.installed-test
 
+# `make run` is for trying the service on one machine: DEBUG on (development keys) unless the
+# environment says otherwise. Production runs `manage.py serve` and `manage.py worker` (deploy/).
+RUN_ENV := DEBUG=$${DEBUG:-true}
+
 migrate: install
-	$(BIN)/python manage.py migrate --noinput
+	$(RUN_ENV) $(BIN)/python manage.py migrate --noinput
 
 run: migrate
-	$(BIN)/python manage.py ensure_demo_advisor
-	$(BIN)/python manage.py serve --port $(PORT)
+	$(RUN_ENV) $(BIN)/python manage.py ensure_demo_advisor
+	$(RUN_ENV) $(BIN)/python manage.py serve --port $(PORT)
 
 worker: migrate
-	$(BIN)/python manage.py worker
+	$(RUN_ENV) $(BIN)/python manage.py worker
 
 # The whole suite on PostgreSQL and Redis, then the fast part again on the embedded default
 # (SQLite and the in-memory layer) so both configurations stay working.
 test: install-test
 	$(BIN)/ruff check .
-	$(BIN)/python manage.py makemigrations --check --dry-run >/dev/null
+	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
 	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -m "not browser and not server" -q -p no:randomly
 
@@ -53,7 +57,7 @@ bench: install-test
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m bench
 
 messages: install
-	$(BIN)/python manage.py compilemessages
+	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py compilemessages --ignore=.venv
 
 clean:
 	rm -rf $(VENV) db.sqlite3
