@@ -36,7 +36,7 @@ migrate: install
 
 run: migrate
 	$(RUN_ENV) $(BIN)/python manage.py ensure_demo_advisor
-	$(RUN_ENV) $(BIN)/python manage.py serve --port $(PORT)
+	$(RUN_ENV) $(BIN)/python manage.py serve --port $(PORT) --with-worker
 
 worker: migrate
 	$(RUN_ENV) $(BIN)/python manage.py worker

@@ -20,6 +20,7 @@ from django.urls import path  # noqa: E402
 
 from advice.consumers import AdvisorConsumer  # noqa: E402
 from chat.consumers import VisitorConsumer  # noqa: E402
+from interpreter.consumers import InterpreterConsumer  # noqa: E402
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
@@ -30,6 +31,7 @@ application = ProtocolTypeRouter({
             URLRouter([
                 path("ws/chat/", VisitorConsumer.as_asgi()),
                 path("ws/advisor/", AdvisorConsumer.as_asgi()),
+                path("ws/interpreter/", InterpreterConsumer.as_asgi()),
             ])
         )
     ),

@@ -70,3 +70,12 @@ INTERPRETER_LANGUAGES = [
     ("en", "English"),
     ("other", "Another language"),
 ]
+
+
+class InterpreterGender(models.TextChoices):
+    """Who the visitor would rather have as an interpreter. In honour contexts this can decide
+    whether the visitor dares to speak at all."""
+
+    ANY = "", _("No preference")
+    WOMAN = "woman", _("A woman")
+    MAN = "man", _("A man")

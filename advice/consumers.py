@@ -1,36 +1,80 @@
 """The advisor's socket, /ws/advisor/: the live queue and the advisor's conversations.
 
-Only an OTP-verified session gets in; anything else is refused during the handshake."""
+Only an OTP-verified session that has not run out gets in; anything else is refused during the
+handshake. The socket lives no longer than its session: it closes (code 4401) when the session
+is logged out, revoked, or runs out (advice.auth), and what the advisor does on it counts as
+activity for the session's idle limit."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 import uuid
+from collections.abc import Awaitable, Callable
+from functools import wraps
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.db.models import Q
 
-from advice.auth import verified_advisor_from_scope
-from advice.choices import INTERPRETER_LANGUAGES, Outcome
+from advice import fastpath
+from advice.auth import (
+    record_socket_activity,
+    session_deadline,
+    session_ended_because,
+    session_fingerprint,
+    start_missing_session_clock,
+    valid_session_deadline,
+    verified_advisor_from_scope,
+)
+from advice.choices import INTERPRETER_LANGUAGES, Channel, Outcome
+from advice.console_frames import InterpreterAndNoteFrames
 from advice.models import AdvisorProfile, Conversation, DomainError, Message, QueueSnapshot
 from advice.realtime import publish
 from advice.sockets import JsonSocket, ProtocolError, client_id_field, field, seq_field
+from sms.contacts import with_contacts
 
 MAX_RESUME_CONVERSATIONS = 100
+# The socket writes its activity into the session at most this often (seconds).
+ACTIVITY_WRITE_INTERVAL = 60
+# Close code for "your session has ended": the console goes to the login page.
+SESSION_ENDED = 4401
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Any, dict[str, Any]], Awaitable[None]]
 
 
-class AdvisorConsumer(JsonSocket):
+def advisor_action(handler: Handler) -> Handler:
+    """A frame the advisor sends on purpose (not the heartbeat, not an automatic resume): it
+    keeps the session from idling out."""
+
+    @wraps(handler)
+    async def wrapper(self: AdvisorConsumer, frame: dict[str, Any]) -> None:
+        await self.note_activity()
+        await handler(self, frame)
+
+    return wrapper
+
+
+class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
     frame_types = frozenset({
         "resume", "take", "take_next", "send", "typing", "mark_urgent", "set_interpreter",
         "close", "ping",
-    })
+    }) | InterpreterAndNoteFrames.extra_frame_types
 
     async def connect(self) -> None:
-        self.user = await database_sync_to_async(verified_advisor_from_scope)(self.scope)
+        self.user = await database_sync_to_async(_verified_advisor_with_time_left)(self.scope)
         if self.user is None:
             await self.close(code=4403)  # before accept: the handshake fails with 403
             return
         await super().connect()
         self.advisor_id = self.user.pk
+        self.session_key = self.scope["session"].session_key
+        self.session_deadline = session_deadline(self.scope["session"])
+        self.activity_written_at = 0.0
+        self.session_task = asyncio.create_task(self._close_when_session_ends())
         self.profile = await database_sync_to_async(AdvisorProfile.for_user)(self.user)
         # public id -> conversation, for the conversations this socket follows.
         self.conversations: dict[str, Conversation] = {}
@@ -47,35 +91,58 @@ class AdvisorConsumer(JsonSocket):
         })
         self.hub.request_queue_refresh()
 
+    async def disconnect(self, code: int) -> None:
+        await super().disconnect(code)
+        if hasattr(self, "session_task"):
+            self.session_task.cancel()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # Every frame, the heartbeat too, first finds the session still running: a session
+        # that ran out while the server was busy elsewhere ends here at the latest.
+        if await self._session_still_running():
+            await super().receive(text_data=text_data, bytes_data=bytes_data)
+
     # --- frames ----------------------------------------------------------------------------
 
     async def handle_resume(self, frame: dict[str, Any]) -> None:
-        """Follow the advisor's open conversations, sending each from the client's last seq."""
+        """Follow the advisor's open conversations, sending each from the client's last seq.
+        A conversation the client names that ended meanwhile is followed too, so the client
+        reads how it ended."""
         seen = field(frame, "conversations", dict, default={})
         if len(seen) > MAX_RESUME_CONVERSATIONS:
             raise ProtocolError("invalid_field", "Too many conversations in 'conversations'.")
         last_seqs: dict[str, int] = {}
         for key, value in seen.items():
+            _check_public_id(key, "conversations")
             last_seqs[key] = seq_field({"s": value}, "s")
-        mine = await database_sync_to_async(_open_conversations_of)(self.user)
+        mine = await database_sync_to_async(_conversations_to_resume)(self.user, list(last_seqs))
         for conversation in mine:
             await self._follow(conversation, last_seqs.get(str(conversation.public_id), 0))
 
+    @advisor_action
     async def handle_take(self, frame: dict[str, Any]) -> None:
         conversation = await self._lookup(frame, must_be_mine=False)
         events = await database_sync_to_async(conversation.take)(self.user)
         await publish(events)
 
+    @advisor_action
     async def handle_take_next(self, frame: dict[str, Any]) -> None:
         _conversation, events = await database_sync_to_async(Conversation.take_next)(self.user)
         await publish(events)
 
+    @advisor_action
     async def handle_send(self, frame: dict[str, Any]) -> None:
-        conversation = await self._lookup(frame)
+        # A conversation this socket follows needs no lookup: posting checks that it is still
+        # open and still this advisor's (advice.fastpath, Conversation.post).
+        public_id = frame.get("conversation")
+        conversation = (
+            self.conversations.get(public_id) if isinstance(public_id, str) else None
+        ) or await self._lookup(frame)
         client_id = client_id_field(frame)
         text = field(frame, "text", str)
-        message, _created, events = await database_sync_to_async(conversation.post)(
-            sender=Message.Sender.ADVISOR, text=text, client_id=client_id, advisor=self.user
+        message, _created, events = await fastpath.post(
+            conversation, sender=Message.Sender.ADVISOR, text=text, client_id=client_id,
+            advisor=self.user,
         )
         await self.send_frame({
             "type": "ack", "conversation": str(conversation.public_id),
@@ -83,6 +150,7 @@ class AdvisorConsumer(JsonSocket):
         })
         await publish(events)
 
+    @advisor_action
     async def handle_typing(self, frame: dict[str, Any]) -> None:
         conversation = await self._lookup(frame)
         await publish([{
@@ -90,12 +158,14 @@ class AdvisorConsumer(JsonSocket):
             "public_id": str(conversation.public_id), "from": "advisor",
         }])
 
+    @advisor_action
     async def handle_mark_urgent(self, frame: dict[str, Any]) -> None:
         conversation = await self._lookup(frame, must_be_mine=False)
         urgent = field(frame, "urgent", bool, default=True)
         events = await database_sync_to_async(conversation.set_urgent)(self.user, urgent)
         await publish(events)
 
+    @advisor_action
     async def handle_set_interpreter(self, frame: dict[str, Any]) -> None:
         conversation = await self._lookup(frame)
         needed = field(frame, "needed", bool)
@@ -108,6 +178,7 @@ class AdvisorConsumer(JsonSocket):
         )
         await publish(events)
 
+    @advisor_action
     async def handle_close(self, frame: dict[str, Any]) -> None:
         conversation = await self._lookup(frame)
         outcome = field(frame, "outcome", str, choices=Outcome.values)
@@ -131,18 +202,35 @@ class AdvisorConsumer(JsonSocket):
                 )
                 await self._follow(conversation, 0)
                 return
+            (summary,) = await self._with_contacts([summary])
             await self.send_frame({"type": "conversation", "conversation": summary})
+        elif kind == "delivery" and event["public_id"] in self.conversations:
+            # An SMS answer's delivery moved on (sms.outbox): queued, sent, delivered, failed.
+            await self.send_frame({
+                "type": "delivery", "conversation": event["public_id"], "seq": event["seq"],
+                "delivery": event["delivery"], "delivery_error": event["delivery_error"],
+            })
         elif kind == "typing" and event.get("from") != "advisor":
             await self.send_frame({
                 "type": "typing", "conversation": event["public_id"], "from": event["from"],
             })
+        elif kind == "interpreter" and event["public_id"] in self.conversations:
+            await self.on_interpreter_event(event)
         elif kind == "logout" and event.get("advisor") == self.advisor_id:
-            await self.close(code=4401)
+            # One of the advisor's sessions ended (a logout, a deactivated account): if it is
+            # this socket's, close now; if the event does not say which, ask the database.
+            if event.get("session") and event["session"] == session_fingerprint(self.session_key):
+                await self._end(SESSION_ENDED)
+                return
+            self.session_deadline = 0.0
+            await self._session_still_running()
 
     async def on_queue(self, snapshot: QueueSnapshot) -> None:
         await self.send_frame({
             "type": "queue",
-            "waiting": [c.summary() for c in snapshot.waiting],
+            "waiting": await self._with_contacts(
+                [c.summary() for c in snapshot.waiting], cache=snapshot
+            ),
             "average_wait_seconds": snapshot.average_wait_seconds,
         })
 
@@ -160,25 +248,83 @@ class AdvisorConsumer(JsonSocket):
                 frame["data"] = event["data"]
         else:
             frame["text"] = event["text"]
+            # SMS (sms/): how many items an MMS carried; how an answer's texts are doing.
+            for key in ("attachments", "delivery", "delivery_error"):
+                if key in (event.get("data") or {}):
+                    frame[key] = event["data"][key]
         if event["sender"] == Message.Sender.ADVISOR:
             frame["advisor"] = event["advisor"]
             if event["client_id"]:
                 frame["client_id"] = event["client_id"]
         return frame
 
+    # --- the session -----------------------------------------------------------------------
+
+    async def note_activity(self) -> None:
+        now = time.time()
+        if now - self.activity_written_at < ACTIVITY_WRITE_INTERVAL:
+            return
+        self.activity_written_at = now
+        deadline = await database_sync_to_async(record_socket_activity)(self.session_key)
+        if deadline is None:
+            await self._end(SESSION_ENDED)
+            raise DomainError("session_ended", "Your session has ended. Log in again.")
+        self.session_deadline = deadline
+
+    async def _session_still_running(self) -> bool:
+        """True while the session lasts. Past its deadline (as last known here) the stored
+        session decides: activity elsewhere (a page, another socket) may have moved it on."""
+        if self.closed:
+            return False
+        if time.time() < self.session_deadline:
+            return True
+        try:
+            deadline = await database_sync_to_async(valid_session_deadline)(
+                self.session_key, self.advisor_id
+            )
+        except Exception:
+            logger.exception("could not check an advisor's session")
+            deadline = None
+        if deadline is None:
+            await self._end(SESSION_ENDED)
+            return False
+        self.session_deadline = deadline
+        return True
+
+    async def _close_when_session_ends(self) -> None:
+        try:
+            while not self.closed:
+                await asyncio.sleep(max(1.0, self.session_deadline - time.time()))
+                await self._session_still_running()
+        except asyncio.CancelledError:
+            pass
+
+    async def _end(self, code: int) -> None:
+        if not self.closed:
+            self.closed = True  # nothing more goes out on this socket
+            await self.close(code=code)
+
     # --- helpers ---------------------------------------------------------------------------
 
     async def _follow(self, conversation: Conversation, after_seq: int) -> None:
         self.conversations[str(conversation.public_id)] = conversation
-        await self.send_frame({"type": "conversation", "conversation": conversation.summary()})
+        (summary,) = await self._with_contacts([conversation.summary()])
+        await self.send_frame({"type": "conversation", "conversation": summary})
         await self.follow(conversation, after_seq)
+        await self.send_extras_of(conversation)  # notes, interpreter (console_frames)
+
+    async def _with_contacts(self, summaries: list[dict[str, Any]],
+                             cache: Any = None) -> list[dict[str, Any]]:
+        """SMS summaries get the sender's number, masked unless this advisor may see it."""
+        if not any(s.get("channel") == Channel.SMS for s in summaries):
+            return summaries
+        return await database_sync_to_async(with_contacts)(
+            summaries, full=self.profile.can_see_phone_numbers, cache=cache
+        )
 
     async def _lookup(self, frame: dict[str, Any], must_be_mine: bool = True) -> Conversation:
         public_id = field(frame, "conversation", str, max_length=64)
-        try:
-            uuid.UUID(public_id)
-        except ValueError:
-            raise ProtocolError("invalid_field", "The field 'conversation' is not an id.") from None
+        _check_public_id(public_id, "conversation")
         conversation = await database_sync_to_async(
             Conversation.objects.filter(public_id=public_id).first
         )()
@@ -189,8 +335,26 @@ class AdvisorConsumer(JsonSocket):
         return conversation
 
 
-def _open_conversations_of(user: Any) -> list[Conversation]:
+def _check_public_id(value: str, name: str) -> None:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise ProtocolError("invalid_field", f"The field '{name}' holds a bad id.") from None
+
+
+def _verified_advisor_with_time_left(scope: dict[str, Any]) -> Any | None:
+    user = verified_advisor_from_scope(scope)
+    if user is None or session_ended_because(scope["session"]) is not None:
+        return None
+    if start_missing_session_clock(scope["session"]):
+        scope["session"].save()
+    return user
+
+
+def _conversations_to_resume(user: Any, public_ids: list[str]) -> list[Conversation]:
+    """The advisor's active conversations, and those of the named ones that are theirs."""
     return list(
-        Conversation.objects.filter(advisor=user, status=Conversation.Status.ACTIVE)
+        Conversation.objects.filter(advisor=user)
+        .filter(Q(status=Conversation.Status.ACTIVE) | Q(public_id__in=public_ids))
         .order_by("taken_at")
     )

@@ -15,7 +15,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -30,6 +30,7 @@ from advice.choices import (
     COUNTIES,
     INTERPRETER_LANGUAGES,
     Channel,
+    InterpreterGender,
     Outcome,
     SafeNow,
     Writer,
@@ -126,6 +127,12 @@ class Conversation(models.Model):
     interpreter_language = models.CharField(
         max_length=8, blank=True, choices=INTERPRETER_LANGUAGES
     )
+    # The visitor's wishes for the interpreter; in honour contexts an interpreter from the
+    # visitor's own community can be the reason not to speak.
+    interpreter_outside_community = models.BooleanField(default=False)
+    interpreter_gender = models.CharField(
+        max_length=8, blank=True, choices=InterpreterGender.choices
+    )
     county = models.CharField(max_length=4, blank=True, choices=COUNTIES)
     writer = models.CharField(max_length=12, choices=Writer.choices, default=Writer.YOUNG_PERSON)
     safe_now = models.CharField(max_length=8, blank=True, choices=SafeNow.choices)
@@ -141,6 +148,14 @@ class Conversation(models.Model):
     outcome = models.CharField(max_length=24, blank=True, choices=Outcome.choices)
     # The highest sequence number handed out in this conversation's stream.
     last_seq = models.PositiveIntegerField(default=0)
+    # The earlier conversation a return code linked this one to (advice.returncodes).
+    previous = models.ForeignKey(
+        "self", models.SET_NULL, null=True, blank=True, related_name="+",
+    )
+    # The advisor's private notes (never shown to the visitor), Fernet ciphertext. The next
+    # advisor reads them through a return-code link.
+    note_body = models.TextField(blank=True)
+    note_updated_at = models.DateTimeField(null=True, blank=True)
 
     objects = ConversationQuerySet.as_manager()
 
@@ -167,8 +182,11 @@ class Conversation(models.Model):
         writer: str,
         interpreter_needed: bool = False,
         interpreter_language: str = "",
+        interpreter_outside_community: bool = False,
+        interpreter_gender: str = "",
         county: str = "",
         safe_now: str = "",
+        previous: Conversation | None = None,
     ) -> tuple[Conversation, str, list[dict]]:
         """Open an anonymous web conversation in the queue; returns it, the visitor's token
         (shown once, stored only as a hash) and the events to publish."""
@@ -181,13 +199,31 @@ class Conversation(models.Model):
                 writer=writer,
                 interpreter_needed=interpreter_needed,
                 interpreter_language=interpreter_language if interpreter_needed else "",
+                interpreter_outside_community=interpreter_needed and interpreter_outside_community,
+                interpreter_gender=interpreter_gender if interpreter_needed else "",
                 county=county,
+                previous=previous,
                 safe_now=safe_now,
                 # "Not safe right now" puts the conversation first in the queue.
                 urgent=safe_now == SafeNow.NO,
             )
             conversation._record(ConversationEvent.Kind.CREATED, data={"channel": Channel.WEB})
         return conversation, token, [queue_changed()]
+
+    @classmethod
+    def start_sms(
+        cls, *, county: str = "", writer: str = Writer.PROFESSIONAL, language: str = "sv"
+    ) -> tuple[Conversation, list[dict]]:
+        """Open a conversation in the queue for a text from a phone (sms/ keeps the number and
+        threads later texts to it); returns it and the events to publish. Those who text the
+        line are professionals unless we learn otherwise. There is no visitor token: the
+        sender is known by their number, never by anything on the visitor side."""
+        with transaction.atomic():
+            conversation = cls.objects.create(
+                channel=Channel.SMS, language=language, writer=writer, county=county
+            )
+            conversation._record(ConversationEvent.Kind.CREATED, data={"channel": Channel.SMS})
+        return conversation, [queue_changed()]
 
     # --- state transitions ----------------------------------------------------------------
 
@@ -219,15 +255,45 @@ class Conversation(models.Model):
         # The state first: it makes the advisor's sockets follow the conversation.
         return [self.state_event(), entry.as_event(), queue_changed()]
 
+    def language_needed(self) -> str:
+        """The language the conversation has to be held in: the interpreter's language when
+        the visitor asked for one, otherwise the language the visitor chose for the chat."""
+        return self.interpreter_language if self.interpreter_needed else self.language
+
+    def fit_for(self, spoken: set[str]) -> int:
+        """How well an advisor who speaks `spoken` fits: 0 speaks the language needed (no
+        interpreter to arrange), 1 the chat is in a language the advisor does not speak but no
+        interpreter was asked for, 2 an interpreter has to be brought in first."""
+        if self.language_needed() in spoken:
+            return 0
+        return 2 if self.interpreter_needed else 1
+
     @classmethod
     def take_next(cls, advisor: Any) -> tuple[Conversation, list[dict]]:
-        """Take the first conversation in queue order that nobody else takes first."""
+        """Take the best conversation for this advisor that nobody else takes first.
+
+        Urgent conversations always come first. Within urgent and within the rest, a
+        conversation the advisor can take without an interpreter comes before one that needs
+        an interpreter in a language the advisor does not speak, and otherwise queue order
+        holds. The preference lapses once a conversation has waited
+        TAKE_NEXT_PREFERENCE_MINUTES: past that it is taken in plain queue order, so a visitor
+        who needs an interpreter is never passed over for ever by advisors who would rather
+        not arrange one.
+        """
         profile = AdvisorProfile.for_user(advisor)
         spoken = set(profile.languages or [])
-        candidates = list(cls.objects.in_queue_order().only("pk", "language", "urgent")[:50])
-        # Prefer one the advisor can take without an interpreter, without jumping urgent ones.
+        now = timezone.now()
+        overdue = now - timedelta(minutes=settings.TAKE_NEXT_PREFERENCE_MINUTES)
+        candidates = list(
+            cls.objects.in_queue_order().only(
+                "pk", "language", "urgent", "interpreter_needed", "interpreter_language",
+                "created_at",
+            )[:50]
+        )
+
         def preference(c: Conversation) -> tuple[int, int]:
-            return (0 if c.urgent else 1, 0 if c.language in spoken else 1)
+            fit = 0 if c.created_at <= overdue else c.fit_for(spoken)
+            return (0 if c.urgent else 1, fit)
 
         ordered = sorted(enumerate(candidates), key=lambda ic: (preference(ic[1]), ic[0]))
         for _index, candidate in ordered:
@@ -381,6 +447,10 @@ class Conversation(models.Model):
             "language": self.language,
             "interpreter_needed": self.interpreter_needed,
             "interpreter_language": self.interpreter_language,
+            "interpreter_outside_community": self.interpreter_outside_community,
+            "interpreter_gender": self.interpreter_gender,
+            # Linked by a return code to an earlier conversation the advisor can read.
+            "returning": self.previous_id is not None,
             "county": self.county,
             "safe_now": self.safe_now,
             "urgent": self.urgent,
@@ -426,6 +496,14 @@ class Message(models.Model):
         ADVISOR_JOINED = "advisor_joined", _("An advisor joined")
         VISITOR_LEFT = "visitor_left", _("The visitor left")
         CLOSED = "closed", _("The advisor ended the conversation")
+        # An interpreter's way in (advice.interpreters).
+        INTERPRETER_INVITED = "interpreter_invited", _("The advisor invited an interpreter")
+        INTERPRETER_WAITING = "interpreter_waiting", _("The interpreter asks to join")
+        INTERPRETER_REFUSED = "interpreter_refused", _("The visitor said no to the interpreter")
+        INTERPRETER_JOINED = "interpreter_joined", _("The interpreter joined")
+        INTERPRETER_SHARED = "interpreter_shared", _("The interpreter was shown earlier messages")
+        INTERPRETER_LEFT = "interpreter_left", _("The interpreter left")
+        INTERPRETER_REVOKED = "interpreter_revoked", _("The advisor withdrew the invitation")
 
     conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="messages")
     seq = models.PositiveIntegerField()
@@ -484,6 +562,16 @@ class ConversationEvent(models.Model):
         ABANDONED = "abandoned", _("Abandoned")
         URGENCY = "urgency", _("Urgency changed")
         INTERPRETER = "interpreter", _("Interpreter changed")
+        INTERPRETER_INVITED = "interpreter_invited", _("Interpreter invited")
+        INTERPRETER_WAITING = "interpreter_waiting", _("Interpreter opened the link")
+        INTERPRETER_REFUSED = "interpreter_refused", _("Visitor refused the interpreter")
+        INTERPRETER_JOINED = "interpreter_joined", _("Interpreter joined")
+        INTERPRETER_SHARED = "interpreter_shared", _("Earlier messages shared")
+        INTERPRETER_LEFT = "interpreter_left", _("Interpreter left")
+        INTERPRETER_REVOKED = "interpreter_revoked", _("Interpreter invitation revoked")
+        RETURN_CODE_ISSUED = "return_code_issued", _("Return code issued")
+        LINKED = "linked", _("Linked to an earlier conversation")
+        NOTE = "note", _("Advisor notes changed")
 
     conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="events")
     kind = models.CharField(max_length=24, choices=Kind.choices)
@@ -530,3 +618,215 @@ class QueueSnapshot:
         history, two minutes a place, so the visitor sees a number and not a blank."""
         per_place = max(60, self.average_wait_seconds) if self.average_wait_seconds else 120
         return per_place * position
+
+
+# --- opening hours (advice.hours) -----------------------------------------------------------
+
+
+class OpeningSchedule(models.Model):
+    """When the line answers, for one county or (county empty) for the whole country. A county
+    without a schedule of its own follows the national one; with no schedule at all the line
+    is always open."""
+
+    county = models.CharField(
+        _("county"), max_length=4, blank=True, unique=True, choices=COUNTIES,
+        help_text=_("Empty: the national default, for every county without its own schedule."),
+    )
+
+    class Meta:
+        verbose_name = _("opening schedule")
+        verbose_name_plural = _("opening schedules")
+        ordering = ["county"]
+
+    def __str__(self) -> str:
+        return str(self.get_county_display()) if self.county else str(_("National default"))
+
+
+def _validate_interval(opens: Any, closes: Any) -> None:
+    from django.core.exceptions import ValidationError
+
+    # 00:00 as the closing time means midnight at the end of the day.
+    if opens is not None and closes is not None and closes != time(0) and closes <= opens:
+        raise ValidationError(_("The line must close after it opens (00:00 means midnight)."))
+
+
+class WeeklyHours(models.Model):
+    """One opening interval on a weekday; a day can have several (a lunch break)."""
+
+    class Weekday(models.IntegerChoices):
+        MONDAY = 0, _("Monday")
+        TUESDAY = 1, _("Tuesday")
+        WEDNESDAY = 2, _("Wednesday")
+        THURSDAY = 3, _("Thursday")
+        FRIDAY = 4, _("Friday")
+        SATURDAY = 5, _("Saturday")
+        SUNDAY = 6, _("Sunday")
+
+    schedule = models.ForeignKey(OpeningSchedule, models.CASCADE, related_name="weekly_hours")
+    weekday = models.PositiveSmallIntegerField(_("weekday"), choices=Weekday.choices)
+    opens = models.TimeField(_("opens"))
+    closes = models.TimeField(_("closes"), help_text=_("00:00 means midnight."))
+
+    class Meta:
+        verbose_name = _("weekly opening hours")
+        verbose_name_plural = _("weekly opening hours")
+        ordering = ["weekday", "opens"]
+
+    def __str__(self) -> str:
+        return f"{self.get_weekday_display()} {self.opens:%H:%M}-{self.closes:%H:%M}"
+
+    def clean(self) -> None:
+        _validate_interval(self.opens, self.closes)
+
+
+class Holiday(models.Model):
+    """A day the whole line is closed (public holidays), unless a schedule's exception for
+    that date gives other hours."""
+
+    date = models.DateField(_("date"), unique=True)
+    name = models.CharField(_("name"), max_length=60, blank=True)
+
+    class Meta:
+        verbose_name = _("holiday")
+        verbose_name_plural = _("holidays")
+        ordering = ["date"]
+
+    def __str__(self) -> str:
+        return f"{self.date:%Y-%m-%d} {self.name}".strip()
+
+
+class OpeningException(models.Model):
+    """A date on which one schedule keeps other hours than its weekly ones. A row without
+    hours closes the day; rows with hours replace the weekly hours for that date."""
+
+    schedule = models.ForeignKey(OpeningSchedule, models.CASCADE, related_name="exceptions")
+    date = models.DateField(_("date"))
+    opens = models.TimeField(_("opens"), null=True, blank=True)
+    closes = models.TimeField(_("closes"), null=True, blank=True)
+    note = models.CharField(_("note"), max_length=60, blank=True)
+
+    class Meta:
+        verbose_name = _("opening exception")
+        verbose_name_plural = _("opening exceptions")
+        ordering = ["date", "opens"]
+        indexes = [models.Index(fields=["schedule", "date"])]
+
+    def __str__(self) -> str:
+        if self.opens is None:
+            return f"{self.date:%Y-%m-%d} {_('closed')}"
+        return f"{self.date:%Y-%m-%d} {self.opens:%H:%M}-{self.closes:%H:%M}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if (self.opens is None) != (self.closes is None):
+            raise ValidationError(_("Give both times, or neither for a closed day."))
+        _validate_interval(self.opens, self.closes)
+
+
+class EmergencyNumber(models.Model):
+    """The numbers shown while the line is closed. The label is English source text and is
+    shown through the translations (the defaults are in locale/*; a new label shows as typed
+    until it is translated)."""
+
+    label = models.CharField(_("label (English)"), max_length=120)
+    number = models.CharField(_("number"), max_length=30)
+    order = models.PositiveSmallIntegerField(_("order"), default=0)
+    active = models.BooleanField(_("shown"), default=True)
+
+    class Meta:
+        verbose_name = _("emergency number")
+        verbose_name_plural = _("emergency numbers")
+        ordering = ["order", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.label}"
+
+
+# --- interpreters (advice.interpreters) -----------------------------------------------------
+
+
+class InterpreterInvitation(models.Model):
+    """One interpreter's way into one conversation: a single-use link (its secret stored only
+    as a hash), exchanged once for a token (also a hash), then the visitor's consent.
+
+    pending --link opened--> waiting --visitor yes--> joined --leave/revoke--> left/revoked
+                                     --visitor no---> refused
+    pending/waiting --advisor revokes--> revoked; pending past expires_at --> expired.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Link not opened yet")
+        WAITING = "waiting", _("Waiting for the visitor's consent")
+        JOINED = "joined", _("In the conversation")
+        REFUSED = "refused", _("The visitor said no")
+        LEFT = "left", _("Left")
+        REVOKED = "revoked", _("Revoked")
+        EXPIRED = "expired", _("Expired unopened")
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.WAITING, Status.JOINED)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    conversation = models.ForeignKey(
+        Conversation, models.CASCADE, related_name="interpreter_invitations"
+    )
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    secret_hash = models.CharField(max_length=64, unique=True)
+    token_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    opened_at = models.DateTimeField(null=True, blank=True)
+    joined_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # The stream entry that marks the join: the interpreter reads from here on...
+    joined_seq = models.PositiveIntegerField(null=True, blank=True)
+    # ...and, once the advisor shares it, from this earlier point.
+    shared_from_seq = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # One interpreter at a time per conversation.
+            models.UniqueConstraint(
+                fields=["conversation"], name="one_active_interpreter_invitation",
+                condition=Q(status__in=["pending", "waiting", "joined"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.conversation} {self.status}"
+
+    def is_expired(self, now: Any = None) -> bool:
+        return self.status == self.Status.PENDING and (now or timezone.now()) >= self.expires_at
+
+    def as_dict(self) -> dict[str, Any]:
+        status = "expired" if self.is_expired() else self.status
+        return {
+            "id": str(self.public_id),
+            "status": status,
+            "expires_at": self.expires_at.isoformat(),
+            "joined_seq": self.joined_seq,
+            "shared_from_seq": self.shared_from_seq,
+        }
+
+
+# --- return codes (advice.returncodes) ------------------------------------------------------
+
+
+class ReturnCode(models.Model):
+    """A code a visitor takes away at the end of a conversation; a new chat started with it
+    within RETURN_CODE_DAYS is linked to that conversation. Only a keyed hash is stored; a code
+    works once (its row is deleted when used) and expires."""
+
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="return_codes")
+    code_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["expires_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.conversation} {self.created_at:%Y-%m-%d}"

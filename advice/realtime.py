@@ -12,15 +12,27 @@ Events are plain dicts with a "kind":
 - "conversation": a conversation's summary changed (state, interpreter, urgency);
 - "queue": the queue changed; each hub reloads it once, however many changes came at once;
 - "typing": someone is typing (not stored).
+
+The hub never waits for one socket: each listener has a mailbox, drained in order by a task of
+its own, so a socket that is slow (a catch-up from the database, a client that does not read)
+holds up only itself. A mailbox is bounded; a listener that falls MAILBOX_LIMIT events behind is
+told (`on_overflow`: a socket closes, and its client resumes from its last seq). The queue goes
+to a mailbox as the latest snapshot only, however many came meanwhile.
+
+Costs stay bounded under load: rings to the other processes are batched (while one is on its
+way to Redis, the next events wait and go together), and the queue is reloaded at most every
+QUEUE_REFRESH_INTERVAL however often it changes, one query per process for every waiting
+visitor and advisor of that process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 import weakref
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any, Protocol
 
 from asgiref.sync import async_to_sync
@@ -33,8 +45,14 @@ from advice.models import QueueSnapshot
 logger = logging.getLogger(__name__)
 
 GROUP = "advice.events"
-# Queue changes arriving within this window are folded into one reload of the queue.
+# Queue changes arriving within this window are folded into one reload of the queue...
 QUEUE_REFRESH_DELAY = 0.05
+# ...and reloads come at most this often while the queue keeps changing (a surge), so a
+# waiting visitor's place is right within this plus the time of one reload, at a cost per
+# second that does not grow with the rate of changes.
+QUEUE_REFRESH_INTERVAL = 0.25
+# Events one listener may have waiting for it before it counts as unable to keep up.
+MAILBOX_LIMIT = 500
 
 
 class Listener(Protocol):
@@ -45,6 +63,57 @@ class Listener(Protocol):
     async def on_event(self, event: dict[str, Any]) -> None: ...
 
     async def on_queue(self, snapshot: QueueSnapshot) -> None: ...
+
+
+class Mailbox:
+    """One listener's undelivered events, handed to it in order by a task that exists only
+    while there is something to hand over."""
+
+    __slots__ = ("events", "listener", "snapshot", "task")
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.events: deque[dict[str, Any]] = deque()
+        self.snapshot: QueueSnapshot | None = None
+        self.task: asyncio.Task | None = None
+
+    def put(self, event: dict[str, Any]) -> None:
+        if len(self.events) >= MAILBOX_LIMIT:
+            self.events.clear()
+            overflow = getattr(self.listener, "on_overflow", None)
+            if overflow is not None:
+                overflow()
+            return
+        self.events.append(event)
+        self._wake()
+
+    def put_snapshot(self, snapshot: QueueSnapshot) -> None:
+        self.snapshot = snapshot
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.task is None:
+            self.task = asyncio.create_task(self._hand_over())
+
+    async def _hand_over(self) -> None:
+        try:
+            while True:
+                if self.events:
+                    event = self.events.popleft()
+                    try:
+                        await self.listener.on_event(event)
+                    except Exception:
+                        logger.exception("a socket failed to take an event")
+                elif self.snapshot is not None:
+                    snapshot, self.snapshot = self.snapshot, None
+                    try:
+                        await self.listener.on_queue(snapshot)
+                    except Exception:
+                        logger.exception("a socket failed to take the queue")
+                else:
+                    return
+        finally:
+            self.task = None
 
 
 class Hub:
@@ -58,7 +127,13 @@ class Hub:
         self._start_lock = asyncio.Lock()
         self._queue_task: asyncio.Task | None = None
         self._queue_dirty = False
+        self._queue_loaded_at = 0.0
         self.last_snapshot: QueueSnapshot | None = None
+        self.mailboxes: dict[Listener, Mailbox] = {}
+        # Events waiting for the next ring to the other processes, and the ring under way.
+        self._outgoing: list[dict[str, Any]] = []
+        self._outgoing_sent: asyncio.Future | None = None
+        self._ringer: asyncio.Task | None = None
 
     # --- registration ----------------------------------------------------------------------
 
@@ -100,22 +175,55 @@ class Hub:
         self.queue_watchers.discard(listener)
         for conversation_id in [c for c, ls in self.by_conversation.items() if listener in ls]:
             self.unsubscribe(conversation_id, listener)
+        mailbox = self.mailboxes.pop(listener, None)
+        if mailbox is not None:
+            mailbox.events.clear()
+            mailbox.snapshot = None
+
+    def _mailbox(self, listener: Listener) -> Mailbox:
+        mailbox = self.mailboxes.get(listener)
+        if mailbox is None:
+            mailbox = self.mailboxes[listener] = Mailbox(listener)
+        return mailbox
 
     # --- publishing ------------------------------------------------------------------------
 
     async def publish(self, events: list[dict[str, Any]]) -> None:
-        """Deliver committed events here, then ring the other processes."""
+        """Deliver committed events here, then ring the other processes (returns once the
+        ring that carries them has gone out, so synchronous callers may end their loop)."""
         for event in events:
-            await self._deliver(event)
+            self._deliver(event)
         layer = get_channel_layer()
         if events and layer is not None and not isinstance(layer, InMemoryChannelLayer):
-            try:
-                await layer.group_send(
-                    GROUP, {"type": "advice.event", "origin": self.origin, "events": events}
-                )
-            except Exception:
-                # The events are committed; other processes' clients catch up on resume.
-                logger.exception("could not ring the other processes")
+            await asyncio.shield(self._ring(layer, events))
+
+    def _ring(self, layer: Any, events: list[dict[str, Any]]) -> asyncio.Future:
+        """Queue events for the next ring. While one ring is on its way, events gather for the
+        next: under load one message to Redis carries many events."""
+        if self._outgoing_sent is None:
+            self._outgoing_sent = asyncio.get_running_loop().create_future()
+        self._outgoing.extend(events)
+        sent = self._outgoing_sent
+        if self._ringer is None:
+            self._ringer = asyncio.create_task(self._ring_all(layer), name="advice-hub-ring")
+        return sent
+
+    async def _ring_all(self, layer: Any) -> None:
+        try:
+            while self._outgoing:
+                events, self._outgoing = self._outgoing, []
+                sent, self._outgoing_sent = self._outgoing_sent, None
+                try:
+                    await layer.group_send(
+                        GROUP, {"type": "advice.event", "origin": self.origin, "events": events}
+                    )
+                except Exception:
+                    # The events are committed; other processes' clients catch up on resume.
+                    logger.exception("could not ring the other processes")
+                if sent is not None and not sent.done():
+                    sent.set_result(None)
+        finally:
+            self._ringer = None
 
     async def _read(self, layer: Any) -> None:
         while True:
@@ -131,18 +239,19 @@ class Hub:
                 continue
             for event in message.get("events", []):
                 try:
-                    await self._deliver(event)
+                    self._deliver(event)
                 except Exception:
                     logger.exception("delivering an event failed")
 
-    async def _deliver(self, event: dict[str, Any]) -> None:
+    def _deliver(self, event: dict[str, Any]) -> None:
+        """Hand an event to the mailboxes of the listeners that want it (never waits)."""
         kind = event.get("kind")
         if kind == "queue":
             self.request_queue_refresh()
             return
         if kind == "logout":
             for listener in list(self.advisors):
-                await listener.on_event(event)
+                self._mailbox(listener).put(event)
             return
         conversation_id = event.get("conversation")
         if kind == "conversation":
@@ -153,10 +262,7 @@ class Hub:
                     if listener.advisor_id == advisor_id:
                         self.subscribe(conversation_id, listener)
         for listener in list(self.by_conversation.get(conversation_id, ())):
-            try:
-                await listener.on_event(event)
-            except Exception:
-                logger.exception("a socket failed to take an event")
+            self._mailbox(listener).put(event)
 
     # --- the queue -------------------------------------------------------------------------
 
@@ -172,7 +278,9 @@ class Hub:
     async def _refresh_queue(self) -> None:
         while True:
             self._queue_dirty = False
-            await asyncio.sleep(QUEUE_REFRESH_DELAY)
+            since_last = time.monotonic() - self._queue_loaded_at
+            await asyncio.sleep(max(QUEUE_REFRESH_DELAY, QUEUE_REFRESH_INTERVAL - since_last))
+            self._queue_loaded_at = time.monotonic()
             try:
                 snapshot = await database_sync_to_async(QueueSnapshot.load)()
             except Exception:
@@ -180,10 +288,7 @@ class Hub:
                 return
             self.last_snapshot = snapshot
             for listener in list(self.queue_watchers):
-                try:
-                    await listener.on_queue(snapshot)
-                except Exception:
-                    logger.exception("a socket failed to take the queue")
+                self._mailbox(listener).put_snapshot(snapshot)
             if not self._queue_dirty:
                 return
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet as _Fernet
+from django.conf.locale import LANG_INFO as _django_lang_info
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 from django.utils.translation import gettext_lazy as _
 
 from advice.env import env_bool, env_int, env_list, env_str
+from sms.config import twilio_from_environment
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -40,6 +43,15 @@ if not ENCRYPTION_KEYS:
         "ENCRYPTION_KEYS must be set (DEBUG is off); make one with "
         "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
     )
+for _number, _key in enumerate(ENCRYPTION_KEYS, start=1):
+    # Checked now, not at the first message: a bad key must stop the start. (The message
+    # names the key's place in the list, never the key.)
+    try:
+        _Fernet(_key.encode())
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"ENCRYPTION_KEYS: key number {_number} is not a Fernet key (32 url-safe base64 bytes)"
+        ) from None
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 if not DEBUG and "*" in ALLOWED_HOSTS:
@@ -62,17 +74,19 @@ INSTALLED_APPS = [
     "advice",
     "chat",
     "sms",
+    "interpreter",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.locale.LocaleMiddleware",
+    "advice.language.LanguageMiddleware",  # Django's, kept to sv/en on advisor pages
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",  # after AuthenticationMiddleware (O-1)
+    "advice.middleware.AdvisorSessionMiddleware",  # idle and absolute session limits (O-9)
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "advice.middleware.NoStoreMiddleware",
@@ -89,6 +103,7 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
                 "django.template.context_processors.csp",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
@@ -105,6 +120,12 @@ if DATABASE_URL:
         _db = dj_database_url.parse(DATABASE_URL)
     except ValueError as e:
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {e}") from e
+    if _db["ENGINE"] != "django.db.backends.postgresql":
+        # Only PostgreSQL is supported behind DATABASE_URL (SQLite is the default without it);
+        # the scheme alone is named: the URL may hold a password.
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must be a postgres:// URL, not {DATABASE_URL.split(':', 1)[0]}://"
+        )
     if _db["ENGINE"] == "django.db.backends.postgresql":
         # psycopg's pool replaces persistent connections (CONN_MAX_AGE must stay 0 with it).
         _db.setdefault("OPTIONS", {})["pool"] = {
@@ -164,14 +185,36 @@ LOGIN_URL = "advisor-login"
 LOGIN_REDIRECT_URL = "advisor-console"
 OTP_LOGIN_URL = "advisor-login"
 OTP_TOTP_ISSUER = env_str("OTP_ISSUER", "Rådgivningslinjen")
+# The admin never shows a TOTP secret (or its QR code) once a device exists.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # Internationalisation. The visitor side speaks the visitor's language; the advisor side
 # Swedish or English.
 LANGUAGE_CODE = "sv"
+# Each language in its own name, as a visitor looking for it would recognise it. Dari readers
+# are served by "fa": Dari and Farsi share one written standard and the text is kept to plain
+# Persian both understand; the spoken differences matter for interpreters, so "prs" stays a
+# separate choice in advice.choices.INTERPRETER_LANGUAGES.
 LANGUAGES = [
     ("sv", "Svenska"),
     ("en", "English"),
+    ("ar", "العربية"),
+    ("fa", "فارسی / دری"),
+    ("so", "Soomaali"),
+    ("ti", "ትግርኛ"),
+    ("ckb", "کوردی (سۆرانی)"),
 ]
+LANGUAGES_BIDI = ["ar", "fa", "ckb"]
+# Django knows no Somali or Tigrinya; {% get_language_info %} and friends need them described.
+# (Mutated in place: django.utils.translation reads this very dict.)
+_django_lang_info.update({
+    "so": {"bidi": False, "code": "so", "name": "Somali", "name_local": "Soomaali"},
+    "ti": {"bidi": False, "code": "ti", "name": "Tigrinya", "name_local": "ትግርኛ"},
+    "fa": {**_django_lang_info["fa"], "name_local": "فارسی / دری"},
+    "ckb": {**_django_lang_info["ckb"], "name_local": "کوردی (سۆرانی)"},
+})
+# The advisor side (and the admin) speaks only these; advice.language.LanguageMiddleware keeps
+# a visitor language from ever reaching it.
 ADVISOR_LANGUAGES = ["sv", "en"]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_I18N = True
@@ -185,12 +228,22 @@ STATIC_ROOT = env_str("STATIC_ROOT") or str(BASE_DIR / "staticfiles")
 # Daphne serves /static/ itself unless a proxy in front does (deploy/nginx).
 SERVE_STATIC = env_bool("SERVE_STATIC", True)
 
-# Sessions exist only for advisors; visitors get no cookie at all.
+# Sessions exist only for advisors. A visitor gets one cookie at most: the CSRF cookie, which
+# lives only as long as the browser session (no Expires, no Max-Age: H-4) and is cleared at quick
+# exit (Clear-Site-Data). The quick-exit beacon needs it: the Twilio webhooks are the only
+# csrf_exempt views. Keeping the CSRF secret in a cookie rather than in the session
+# (CSRF_USE_SESSIONS) spares every visitor a session row on the server; advisors are protected
+# exactly as before (a token in every form, checked against the cookie, plus Django's Origin check).
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+# An advisor session lasts at most ADVISOR_SESSION_HOURS from the password step, and ends after
+# ADVISOR_IDLE_MINUTES without activity (a page request, or an action on the console's socket;
+# not the socket's heartbeat). Both are enforced by advice.auth (ASVS 7.3.1/7.3.2, O-9).
 SESSION_COOKIE_AGE = env_int("ADVISOR_SESSION_HOURS", 10, minimum=1) * 3600
+ADVISOR_IDLE_MINUTES = env_int("ADVISOR_IDLE_MINUTES", 30, minimum=1)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Strict"
-CSRF_USE_SESSIONS = True
+CSRF_USE_SESSIONS = False
+CSRF_COOKIE_AGE = None
 CSRF_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SAMESITE = "Strict"
 if HTTPS:
@@ -240,14 +293,65 @@ LOGGING = {
         "daphne.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
         "daphne.server": {"level": "WARNING"},
         "django.channels.server": {"handlers": [], "level": "CRITICAL", "propagate": False},
+        # The twilio SDK logs request URLs and query parameters (phone numbers) at INFO, and
+        # urllib3 logs URLs at DEBUG: neither may reach a log line (T-9, D-4).
+        "twilio": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
     },
 }
 
+# SMS through Twilio (sms/, docs/sms.md). With none of these set the SMS channel is off, its
+# webhooks answer 404 and everything else runs; a half-set or malformed one stops the start.
+_twilio = twilio_from_environment()
+SMS_ENABLED = _twilio.enabled
+TWILIO_ACCOUNT_SID = _twilio.account_sid
+TWILIO_AUTH_TOKEN = _twilio.auth_token
+TWILIO_AUTH_TOKEN_SECONDARY = _twilio.auth_token_secondary  # during a token rotation (T-10)
+TWILIO_WEBHOOK_BASE_URL = _twilio.webhook_base_url
+TWILIO_FROM_NUMBER = _twilio.from_number
+TWILIO_MESSAGING_SERVICE_SID = _twilio.messaging_service_sid
+# Delete each text at Twilio once it is processed or delivered (issue 3, point 10).
+TWILIO_DELETE_MESSAGES = _twilio.delete_messages
+TWILIO_HTTP_TIMEOUT_SECONDS = _twilio.http_timeout
+# For tests only: send the SDK's requests to a local Twilio stand-in on 127.0.0.1.
+TWILIO_API_BASE_URL = _twilio.api_base_url
+
 # The service.
 SERVICE_NAME = env_str("SERVICE_NAME", "Stödlinjen")
+# The visitor pages' <title>: static, never changed by a new message, and neutral enough to be
+# seen in a tab list or the browser's history (QE-13).
+VISITOR_PAGE_TITLE = env_str("VISITOR_PAGE_TITLE") or SERVICE_NAME
+# Where the quick-exit button goes (issue 4, QE-1): a neutral page that shows nothing personal
+# and that anyone might plausibly have open. The default is SMHI, the Swedish public weather
+# service: no login, no personalised content, no adverts, fast on a phone (GOV.UK's component
+# uses BBC Weather for the same reasons).
+QUICK_EXIT_URL = env_str("QUICK_EXIT_URL", "https://www.smhi.se/")
+if not QUICK_EXIT_URL.startswith(("https://", "http://")):
+    raise ImproperlyConfigured(f"QUICK_EXIT_URL={QUICK_EXIT_URL!r} must be an http(s) URL")
 MAX_MESSAGE_LENGTH = 4000
 # How long a visitor's token stays valid after the conversation ends (to read the last messages).
 VISITOR_TOKEN_GRACE_MINUTES = env_int("VISITOR_TOKEN_GRACE_MINUTES", 30, minimum=0)
 DEFAULT_ADVISOR_CAPACITY = env_int("DEFAULT_ADVISOR_CAPACITY", 3, minimum=1)
 # Sockets that send nothing (not even the client's heartbeat) for this long are closed.
 SOCKET_IDLE_SECONDS = env_int("SOCKET_IDLE_SECONDS", 75, minimum=10)
+# A socket whose client leaves more than this many bytes unread is closed (code 4429); the client
+# resumes from its last seq (docs/performance.md, "Slow clients").
+SOCKET_SEND_BUFFER_BYTES = env_int("SOCKET_SEND_BUFFER_BYTES", 1024 * 1024, minimum=16 * 1024)
+# Web chat texts on PostgreSQL are stored and read by advice.fastpath (one statement, no thread
+# hop); false sends them through the ORM like everything else (docs/performance.md).
+MESSAGE_FAST_PATH = env_bool("MESSAGE_FAST_PATH", True)
+
+# Interpreters, opening hours, return codes (docs/protocol.md, "Interpreters, opening hours,
+# return codes").
+# "The next one" prefers conversations the advisor can take without an interpreter, but only
+# until a conversation has waited this long; then plain queue order (nobody waits for ever).
+TAKE_NEXT_PREFERENCE_MINUTES = env_int("TAKE_NEXT_PREFERENCE_MINUTES", 10, minimum=0)
+# An interpreter's invitation link must be opened within this many hours.
+INTERPRETER_LINK_HOURS = env_int("INTERPRETER_LINK_HOURS", 4, minimum=1)
+# A return code links a new chat to the earlier one within this many days.
+RETURN_CODE_DAYS = env_int("RETURN_CODE_DAYS", 30, minimum=1)
+# Wrong return codes the whole service accepts per hour before it stops checking codes for
+# the rest of the hour (kept in Redis, or in memory without it; never keyed by address).
+RETURN_CODE_FAILURES_PER_HOUR = env_int("RETURN_CODE_FAILURES_PER_HOUR", 60, minimum=1)
+# The advisor's private notes on a conversation.
+MAX_NOTE_LENGTH = 10000

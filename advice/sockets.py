@@ -43,6 +43,14 @@ def parse_frame(text: str | None) -> dict[str, Any]:
         raise ProtocolError("invalid_frame", "A frame is a JSON object.")
     if not isinstance(frame.get("type"), str):
         raise ProtocolError("invalid_frame", "A frame needs a string 'type'.")
+    try:
+        # A JSON escape can smuggle half a surrogate pair ("\ud800") into a string; it cannot
+        # be encrypted or stored, so it is refused here, not deep inside a handler.
+        json.dumps(frame, ensure_ascii=False).encode()
+    except (UnicodeEncodeError, RecursionError):
+        raise ProtocolError(
+            "invalid_frame", "The frame holds text that is not valid Unicode."
+        ) from None
     return frame
 
 
@@ -78,6 +86,9 @@ def field(
 
 def client_id_field(frame: dict[str, Any]) -> str:
     client_id = field(frame, "client_id", str, default="", max_length=64)
+    # Stored as it is: no control characters (PostgreSQL refuses NUL in text).
+    if not client_id.isprintable():
+        raise ProtocolError("invalid_field", "The field 'client_id' holds characters it cannot.")
     return client_id
 
 

@@ -20,8 +20,11 @@ advisor_patterns = [
 
 urlpatterns = [
     path("advisor/", include(advisor_patterns)),
+    # The admin logs in through the advisor's pages (password, then TOTP), not its own form.
+    path("admin/login/", views.admin_login),
     path("admin/", admin.site.urls),
     path("sms/", include("sms.urls")),
+    path("interpreter/", include("interpreter.urls")),
     path("", include("chat.urls_neutral")),
 ]
 

@@ -10,16 +10,21 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from advice import fastpath
 from advice.choices import COUNTIES, INTERPRETER_LANGUAGES, SafeNow, Writer
 from advice.models import Conversation, Message, QueueSnapshot
 from advice.realtime import publish
 from advice.sockets import JsonSocket, ProtocolError, client_id_field, field, seq_field
+from chat.consent_and_codes import ConsentAndCodeFrames
+from chat.quick_exit import quick_exit
 
 VISITOR_LANGUAGES = {code for code, _name in settings.LANGUAGES}
 
 
-class VisitorConsumer(JsonSocket):
-    frame_types = frozenset({"start", "resume", "send", "typing", "leave", "ping"})
+class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
+    frame_types = frozenset({
+        "start", "resume", "send", "typing", "leave", "quick_exit", "ping",
+    }) | ConsentAndCodeFrames.extra_frame_types
 
     conversation: Conversation | None = None
     position: int | None = None
@@ -49,9 +54,11 @@ class VisitorConsumer(JsonSocket):
         }
         if interpreter_needed and not options["interpreter_language"]:
             raise ProtocolError("missing_field", "Say which language the interpreter should speak.")
-        conversation, token, events = await database_sync_to_async(Conversation.start_web)(
-            **options
-        )
+        options.update(self.interpreter_wishes(frame, interpreter_needed))
+        return_code = self.return_code_field(frame)
+        if not await self.line_is_open(options):
+            return  # the visitor was told when the line opens (`line_closed`)
+        conversation, token, events = await self.start_conversation(return_code, options)
         await self.send_frame({"type": "started", "token": token})
         await self._attach(conversation, after_seq=0)
         await publish(events)
@@ -70,8 +77,8 @@ class VisitorConsumer(JsonSocket):
         conversation = self._require_conversation()
         client_id = client_id_field(frame)
         text = field(frame, "text", str)
-        message, _created, events = await database_sync_to_async(conversation.post)(
-            sender=Message.Sender.VISITOR, text=text, client_id=client_id
+        message, _created, events = await fastpath.post(
+            conversation, sender=Message.Sender.VISITOR, text=text, client_id=client_id
         )
         # Acknowledged only now: the text is committed.
         await self.send_frame({"type": "ack", "client_id": client_id, "seq": message.seq})
@@ -90,6 +97,18 @@ class VisitorConsumer(JsonSocket):
         events = await database_sync_to_async(conversation.end_by_visitor)()
         await publish(events)
 
+    async def handle_quick_exit(self, frame: dict[str, Any]) -> None:
+        """The visitor pressed quick exit: end the conversation, revoke the token, and close.
+        The page sends the same news as a keep-alive POST to /exit/ (chat.views.exit_page), in
+        case this socket is down; whichever comes second finds nothing left to do."""
+        conversation = self._require_conversation()
+        events = await database_sync_to_async(quick_exit)(conversation)
+        # Stop following it: nothing more goes to a page that is gone.
+        self.hub.remove(self)
+        self.conversation = None
+        await publish(events)
+        await self.close(code=4000)
+
     # --- events ----------------------------------------------------------------------------
 
     async def on_event(self, event: dict[str, Any]) -> None:
@@ -105,6 +124,8 @@ class VisitorConsumer(JsonSocket):
             await self.send_frame(self.state_frame())
         elif kind == "typing" and event.get("from") != "visitor":
             await self.send_frame({"type": "typing", "from": event["from"]})
+        elif kind == "interpreter" and self.conversation is not None:
+            await self.on_interpreter_event(event)
 
     async def on_queue(self, snapshot: QueueSnapshot) -> None:
         if self.conversation is None:
@@ -150,6 +171,7 @@ class VisitorConsumer(JsonSocket):
             self.hub.watch_queue(self)
             self.hub.request_queue_refresh()
         await self.follow(conversation, after_seq)
+        await self.ask_again_if_waiting(conversation)
 
     def _require_conversation(self) -> Conversation:
         if self.conversation is None:

@@ -36,9 +36,18 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=settings.PORT)
         parser.add_argument("--fd", type=int, default=None, help="serve on an inherited socket")
+        parser.add_argument(
+            "--with-worker", action="store_true",
+            help="run the background worker (SMS) inside this process; always so with the "
+            "in-memory channel layer, where a separate worker could not reach the sockets",
+        )
 
-    def handle(self, *args, host, port, fd, **options):
+    def handle(self, *args, host, port, fd, with_worker, **options):
         args = daphne_args(host=host, port=port, fd=fd)
+        if settings.SMS_ENABLED and (with_worker or not settings.REDIS_URL):
+            from sms.worker import IN_PROCESS_ENV
+
+            os.environ[IN_PROCESS_ENV] = "1"  # read by sms.apps in the Daphne process
         where = f"fd {fd}" if fd is not None else f"http://{host}:{port}/"
         self.stdout.write(f"Serving on {where} (the advisor console is at /advisor/)")
         self.stdout.flush()

@@ -1,0 +1,266 @@
+"""The hot path of the message stream: append a text, read what came after a seq.
+
+`Conversation.post` (advice.models) defines the rules: a text is validated, stored encrypted
+under the next gap-free sequence number while the conversation row is locked, only in an open
+conversation, by its own advisor, and once per client id. Through the ORM it costs a thread hop
+(`database_sync_to_async` runs every database call of the process on one shared thread) and six
+round trips, and it collapses at 100 texts a second (docs/performance.md).
+
+On PostgreSQL, web chats take this path instead: psycopg's native async connections (a small
+set per event loop), and one statement that locks, numbers and inserts at once:
+
+    WITH c AS (UPDATE conversation SET last_seq = last_seq + 1
+               WHERE id = … AND channel = 'web' AND status IN (open) [AND advisor_id = …]
+               RETURNING id, last_seq)
+    INSERT INTO message (…) SELECT c.id, c.last_seq, … FROM c
+
+The UPDATE takes the row lock, so concurrent texts of one conversation number gap-free in
+commit order; the statement commits on its own (autocommit), so the ack that follows is after
+commit. Whenever the statement does not store the text — the conversation is closed or not the
+advisor's, the client id was used before (the unique constraint refuses it), or the
+conversation is not a web chat (SMS texts must reach the outbox in the same transaction, through
+the `message_posted` signal) — the call falls back to `Conversation.post`, which answers with
+the rule's own error or the stored message. So the ORM path stays the one definition of the
+rules, and this module only makes the common case fast. SQLite always uses the ORM path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import connection as django_connection
+from django.utils import timezone
+
+from advice import crypto
+from advice.choices import Channel
+from advice.models import Conversation, Message, validate_text
+
+logger = logging.getLogger(__name__)
+
+# Connections per process for the hot path; a statement takes about a millisecond, so a few
+# carry thousands of texts a second.
+POOL_SIZE = 4
+# Catch-up reads at most this many entries per query (as Conversation.messages_after).
+PAGE = 500
+
+
+def enabled() -> bool:
+    return (
+        getattr(settings, "MESSAGE_FAST_PATH", True)
+        and django_connection.vendor == "postgresql"
+    )
+
+
+# --- connections --------------------------------------------------------------------------------
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _connection_params() -> dict[str, Any]:
+    """Django's own parameters for the default database (the test database in tests), as
+    psycopg's async connection takes them: Django's adapters (time zone, JSON as text), and
+    autocommit, so each statement commits by itself."""
+    params = django_connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params["autocommit"] = True
+    # The statements here are few and run all the time: prepare them on the server.
+    params["prepare_threshold"] = 0
+    return params
+
+
+class _Connections:
+    """A few autocommit connections of one event loop, taken one at a time per statement."""
+
+    def __init__(self, params: dict[str, Any], size: int) -> None:
+        self.params = params
+        self.idle: list[Any] = []
+        self.every: set[Any] = set()
+        self.slots = asyncio.Semaphore(size)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        import psycopg
+
+        async with self.slots:
+            conn = self.idle.pop() if self.idle else None
+            if conn is None:
+                conn = await psycopg.AsyncConnection.connect(**self.params)
+                self.every.add(conn)
+            try:
+                yield conn
+            finally:
+                idle = psycopg.pq.TransactionStatus.IDLE
+                if not conn.closed and conn.info.transaction_status == idle:
+                    self.idle.append(conn)
+                else:
+                    # Broken (the server went away) or left mid-transaction: never reused.
+                    self.every.discard(conn)
+                    await conn.close()
+
+    async def close(self) -> None:
+        self.idle.clear()
+        for conn in list(self.every):
+            await conn.close()
+        self.every.clear()
+
+
+async def _pool() -> _Connections:
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        pool = _pools[loop] = _Connections(_connection_params(), POOL_SIZE)
+        # Closed with its event loop: asyncio.Runner (and pytest-asyncio) cancel the tasks
+        # left when a loop ends, so the connections never outlive it (a test database can
+        # then be dropped).
+        _keepers[loop] = loop.create_task(_close_with_loop(pool), name="advice-fastpath-pool")
+    return pool
+
+
+async def _close_with_loop(pool: _Connections) -> None:
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await pool.close()
+
+
+# --- append -------------------------------------------------------------------------------------
+
+
+def _append_sql(with_advisor: bool) -> str:
+    conversation_table = Conversation._meta.db_table
+    message_meta = Message._meta
+    columns, expressions = [], []
+    for f in message_meta.concrete_fields:
+        if f.primary_key:
+            continue
+        columns.append(f'"{f.column}"')
+        if f.attname == "conversation_id":
+            expressions.append("c.id")
+        elif f.attname == "seq":
+            expressions.append("c.last_seq")
+        else:
+            expressions.append("%s")
+    advisor_check = " AND advisor_id = %s" if with_advisor else ""
+    # Identifiers come from the models' own metadata; every value is a parameter.
+    return (
+        f'WITH c AS (UPDATE "{conversation_table}" SET last_seq = last_seq + 1'
+        f" WHERE id = %s AND channel = %s AND status = ANY(%s){advisor_check}"
+        f" RETURNING id, last_seq)"
+        f' INSERT INTO "{message_meta.db_table}" ({", ".join(columns)})'
+        f" SELECT {', '.join(expressions)} FROM c"
+        f' RETURNING "{message_meta.pk.column}", seq'
+    )
+
+
+_SQL: dict[bool, str] = {}
+
+
+def _values(message: Message) -> list[Any]:
+    """The new row's values in column order, each prepared by its field (defaults included, so
+    a column another module adds to Message is filled as the ORM would fill it)."""
+    values = []
+    for f in Message._meta.concrete_fields:
+        if f.primary_key or f.attname in ("conversation_id", "seq"):
+            continue
+        values.append(f.get_db_prep_save(getattr(message, f.attname), django_connection))
+    return values
+
+
+async def post(
+    conversation: Conversation, *, sender: str, text: str, client_id: str = "",
+    advisor: Any = None,
+) -> tuple[Message, bool, list[dict]]:
+    """`Conversation.post`, awaitable: returns (message, created, events) the same way and
+    raises the same errors."""
+    if not enabled():
+        return await database_sync_to_async(conversation.post)(
+            sender=sender, text=text, client_id=client_id, advisor=advisor
+        )
+    validate_text(text)
+    # The row to insert, as the ORM would build it (defaults and all).
+    message = Message(
+        conversation=conversation, sender=sender, body=crypto.encrypt(text),
+        client_id=client_id, advisor=advisor, created_at=timezone.now(),
+    )
+    with_advisor = sender == Message.Sender.ADVISOR
+    sql = _SQL.get(with_advisor) or _SQL.setdefault(with_advisor, _append_sql(with_advisor))
+    params: list[Any] = [conversation.pk, Channel.WEB, list(Conversation.OPEN_STATUSES)]
+    if with_advisor:
+        params.append(getattr(advisor, "pk", None))
+    params += _values(message)
+    row = None
+    import psycopg
+
+    pool = await _pool()
+    try:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(sql, params)
+            row = await cursor.fetchone()
+    except psycopg.errors.UniqueViolation:
+        row = None  # the client id was used before: the ORM path returns the stored text
+    if row is None:
+        return await database_sync_to_async(conversation.post)(
+            sender=sender, text=text, client_id=client_id, advisor=advisor
+        )
+    message.pk, message.seq = row
+    message._state.adding = False
+    message._state.db = "default"
+    conversation.last_seq = message.seq
+    return message, True, [message.as_event()]
+
+
+# --- catch-up -------------------------------------------------------------------------------------
+
+
+def _page_sql() -> str:
+    meta = Message._meta
+    columns = ", ".join(f'"{f.column}"' for f in meta.concrete_fields)
+    return (  # noqa: S608
+        f'SELECT {columns} FROM "{meta.db_table}"'
+        f" WHERE conversation_id = %s AND seq > %s ORDER BY seq LIMIT %s"
+    )
+
+
+_PAGE_SQL: list[str] = []
+
+
+def _entries_orm(conversation_id: int, after: int, limit: int) -> list[dict[str, Any]]:
+    conversation = Conversation.objects.get(pk=conversation_id)
+    return [m.as_event() for m in conversation.messages_after(after, limit)]
+
+
+async def entries_after(conversation: Conversation, after: int,
+                        limit: int = PAGE) -> list[dict[str, Any]]:
+    """The stream's entries after seq `after`, as events (what `messages_after` gives)."""
+    if not enabled():
+        return await database_sync_to_async(_entries_orm)(conversation.pk, after, limit)
+    if not _PAGE_SQL:
+        _PAGE_SQL.append(_page_sql())
+    pool = await _pool()
+    async with pool.connection() as conn:
+        cursor = await conn.execute(_PAGE_SQL[0], [conversation.pk, after, limit])
+        rows = await cursor.fetchall()
+    fields = Message._meta.concrete_fields
+    converters = [
+        (i, f.from_db_value) for i, f in enumerate(fields) if hasattr(f, "from_db_value")
+    ]
+    names = [f.attname for f in fields]
+    events = []
+    for row in rows:
+        values = list(row)
+        for i, convert in converters:
+            values[i] = convert(values[i], None, django_connection)
+        entry = Message.from_db("default", names, values)
+        entry.conversation = conversation
+        events.append(entry.as_event())
+    return events

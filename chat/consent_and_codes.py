@@ -1,0 +1,102 @@
+"""The visitor socket's frames for interpreters, opening hours and return codes
+(docs/protocol.md, "Interpreters, opening hours, return codes"). A mixin of
+chat.consumers.VisitorConsumer, kept apart so the core visitor protocol reads on its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from advice import interpreters, returncodes
+from advice.choices import COUNTIES, InterpreterGender
+from advice.hours import line_closed_frame, line_status
+from advice.models import Conversation
+from advice.realtime import publish
+from advice.sockets import ProtocolError, field
+
+COUNTY_CHOICES = ["", *(code for code, _name in COUNTIES)]
+
+
+class ConsentAndCodeFrames:
+    """Frames: `line_status`, `interpreter_answer`, `return_code`; and the extra fields of
+    `start` (interpreter wishes, return code) with the `line_closed` refusal."""
+
+    extra_frame_types = frozenset({"line_status", "interpreter_answer", "return_code"})
+    conversation: Conversation | None
+    return_code_tries = 0
+
+    # --- start ---------------------------------------------------------------------------
+
+    @staticmethod
+    def interpreter_wishes(frame: dict[str, Any], needed: bool) -> dict[str, Any]:
+        wishes = {
+            "interpreter_outside_community": field(
+                frame, "interpreter_outside_community", bool, default=False
+            ),
+            "interpreter_gender": field(
+                frame, "interpreter_gender", str, default="", choices=InterpreterGender.values
+            ),
+        }
+        return wishes if needed else {}
+
+    def return_code_field(self, frame: dict[str, Any]) -> str:
+        code = field(frame, "return_code", str, default="", max_length=100)
+        if code.strip():
+            # Per socket, on top of the service-wide budget in advice.returncodes.
+            self.return_code_tries += 1
+            if self.return_code_tries > returncodes.MAX_TRIES_PER_SOCKET:
+                raise ProtocolError(
+                    "too_many_tries", "Too many return codes tried. Start without the code."
+                )
+        return code
+
+    async def line_is_open(self, options: dict[str, Any]) -> bool:
+        """False, after telling the visitor when the line opens, while it is closed."""
+        status = await database_sync_to_async(line_status)(options.get("county", ""))
+        if status.open:
+            return True
+        frame = await database_sync_to_async(line_closed_frame)(status, options["language"])
+        await self.send_frame(frame)
+        return False
+
+    async def start_conversation(self, return_code: str, options: dict[str, Any]):
+        return await database_sync_to_async(returncodes.start_web_conversation)(
+            return_code, **options
+        )
+
+    # --- frames --------------------------------------------------------------------------
+
+    async def handle_line_status(self, frame: dict[str, Any]) -> None:
+        county = field(frame, "county", str, default="", choices=COUNTY_CHOICES)
+        status = await database_sync_to_async(line_status)(county)
+        await self.send_frame({"type": "line_status", **status.as_dict()})
+
+    async def handle_interpreter_answer(self, frame: dict[str, Any]) -> None:
+        conversation = self._require_conversation()
+        accept = field(frame, "accept", bool)
+        events = await database_sync_to_async(interpreters.answer)(conversation, accept)
+        await publish(events)
+
+    async def handle_return_code(self, frame: dict[str, Any]) -> None:
+        conversation = self._require_conversation()
+        code, record = await database_sync_to_async(returncodes.issue)(conversation)
+        await self.send_frame({
+            "type": "return_code", "code": code, "words": code.split(),
+            "expires_at": record.expires_at.isoformat(), "valid_days": settings.RETURN_CODE_DAYS,
+        })
+
+    # --- events --------------------------------------------------------------------------
+
+    async def on_interpreter_event(self, event: dict[str, Any]) -> None:
+        status = event["invitation"]["status"]
+        if status == "waiting":
+            await self.send_frame({"type": "interpreter_request"})
+        else:
+            await self.send_frame({"type": "interpreter", "status": status})
+
+    async def ask_again_if_waiting(self, conversation: Conversation) -> None:
+        """After a (re)connect: an interpreter still waiting for this visitor's answer."""
+        if await database_sync_to_async(interpreters.waiting_request)(conversation):
+            await self.send_frame({"type": "interpreter_request"})

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from interpreter import views
+
+urlpatterns = [
+    path("", views.page, name="interpreter"),
+]

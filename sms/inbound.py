@@ -1,0 +1,175 @@
+"""What the inbound webhook does inside the request: check the fields, store the text as one
+row, decide the automatic reply. Everything slower (the conversation, the queue, the advisor's
+console, the deletion at Twilio) is the worker's (sms.processing), so the webhook answers in
+milliseconds whatever else is going on.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+
+from advice import crypto
+from sms import replies
+from sms.config import E164
+from sms.models import InboundSms, SmsNumber, SmsOptOut, SmsThread, phone_hash
+from sms.outbox import wake_worker
+
+MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
+# Twilio delivers at most ten media items with one message.
+MAX_MEDIA = 10
+STOP_WORDS = {"STOP", "STOPP", "AVSLUTA"}
+START_WORDS = {"START", "STARTA"}
+
+
+class InvalidWebhook(Exception):
+    """A request Twilio would not send: answered 400 with `code`, nothing written."""
+
+    def __init__(self, code: str, field: str) -> None:
+        super().__init__(f"{code}: {field}")
+        self.code = code
+        self.field = field
+
+
+class UnknownNumber(Exception):
+    """A text to a number that is not one of the line's: answered 404, nothing written."""
+
+
+@dataclass(frozen=True)
+class InboundText:
+    message_sid: str
+    sender: str
+    to: str
+    body: str
+    num_media: int
+
+
+def keyword(body: str) -> str:
+    """STOP, START and their Swedish forms, however they are written ("Stopp.")."""
+    return body.strip().strip(".!").strip().upper()
+
+
+def _required(form: Any, name: str) -> str:
+    value = form.get(name)
+    if value is None:
+        raise InvalidWebhook("missing_field", name)
+    return value
+
+
+def parse_inbound(form: Any) -> InboundText:
+    sid = _required(form, "MessageSid")
+    if not MESSAGE_SID.match(sid):
+        raise InvalidWebhook("invalid_field", "MessageSid")
+    sender = _required(form, "From")
+    if not E164.match(sender):
+        raise InvalidWebhook("invalid_field", "From")
+    to = _required(form, "To")
+    if not E164.match(to):
+        raise InvalidWebhook("invalid_field", "To")
+    body = _required(form, "Body")
+    if len(body) > settings.MAX_MESSAGE_LENGTH:
+        raise InvalidWebhook("body_too_long", "Body")
+    num_media_text = form.get("NumMedia") or "0"
+    if not num_media_text.isdigit() or int(num_media_text) > MAX_MEDIA:
+        raise InvalidWebhook("invalid_field", "NumMedia")
+    return InboundText(
+        message_sid=sid, sender=sender, to=to, body=body, num_media=int(num_media_text)
+    )
+
+
+_lines: tuple[float, dict[str, str]] | None = None
+LINES_CACHE_SECONDS = 10
+
+
+def line_county(number: str) -> str | None:
+    """The county of one of the line's numbers ("" for none), or None if the number is not
+    the line's. The admin's numbers are read at most every few seconds per process."""
+    global _lines
+    now = time.monotonic()
+    if _lines is None or now - _lines[0] > LINES_CACHE_SECONDS:
+        _lines = (now, dict(SmsNumber.objects.filter(active=True).values_list("number", "county")))
+    lines = _lines[1]
+    if number in lines:
+        return lines[number]
+    if number == settings.TWILIO_FROM_NUMBER:
+        return ""
+    return None
+
+
+def forget_lines() -> None:
+    global _lines
+    _lines = None
+
+
+def _sender_flags(sender_hash: str) -> tuple[bool, bool]:
+    """(their texts continue a conversation, they have opted out), in one query: an open
+    conversation of theirs, or an earlier text of theirs still waiting for the worker, means
+    the text continues one."""
+    from advice.models import Conversation
+
+    quote = connection.ops.quote_name
+    thread, conversation = SmsThread._meta.db_table, Conversation._meta.db_table
+    inbound, opt_out = InboundSms._meta.db_table, SmsOptOut._meta.db_table
+    sql = (
+        # Table names from the models, values as parameters: nothing from the request is
+        # spliced in.
+        f"SELECT EXISTS (SELECT 1 FROM {quote(thread)} t JOIN {quote(conversation)} c"  # noqa: S608
+        f" ON c.id = t.conversation_id WHERE t.current_for = %s AND c.status IN (%s, %s)),"
+        f" EXISTS (SELECT 1 FROM {quote(inbound)} WHERE sender_hash = %s"
+        f" AND processed_at IS NULL),"
+        f" EXISTS (SELECT 1 FROM {quote(opt_out)} WHERE sender_hash = %s)"
+    )
+    params = [sender_hash, *Conversation.OPEN_STATUSES, sender_hash, sender_hash]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        open_thread, waiting_text, opted_out = cursor.fetchone()
+    return bool(open_thread or waiting_text), bool(opted_out)
+
+
+def acknowledgement_for(text: InboundText, sender_hash: str, county: str) -> str:
+    """Which automatic reply the text gets: one only for the first text of a new
+    conversation, none for STOP/START or to a sender who has opted out."""
+    if keyword(text.body) in STOP_WORDS | START_WORDS:
+        return ""
+    continues, opted_out = _sender_flags(sender_hash)
+    if continues or opted_out:
+        return ""
+    return replies.acknowledgement_kind(county)
+
+
+def record_inbound(text: InboundText) -> tuple[bool, str]:
+    """Store the text for the worker. Returns (stored now, the automatic reply's kind); a
+    MessageSid stored before (Twilio retrying) stores nothing and gets no second reply."""
+    county = line_county(text.to)
+    if county is None:
+        raise UnknownNumber()
+    sender_hash = phone_hash(text.sender)
+    acknowledgement = acknowledgement_for(text, sender_hash, county)
+    row = InboundSms(
+        message_sid=text.message_sid,
+        sender_hash=sender_hash,
+        sender=crypto.encrypt(text.sender),
+        line_number=text.to,
+        body=crypto.encrypt(text.body),
+        num_media=text.num_media,
+        acknowledgement=acknowledgement,
+    )
+    try:
+        if connection.in_atomic_block:
+            with transaction.atomic():  # a savepoint, so the caller's transaction survives
+                row.save(force_insert=True)
+        else:
+            # In the webhook: one INSERT in autocommit, a single round trip to the database.
+            row.save(force_insert=True)
+    except IntegrityError:
+        # The unique MessageSid: this text is stored already.
+        if InboundSms.objects.filter(message_sid=text.message_sid).exists():
+            return False, ""
+        raise
+    wake_worker()
+    return True, acknowledgement

@@ -1,0 +1,169 @@
+"""Twilio's webhooks, independent of how the request arrived: POST /sms/inbound (a text
+arrives) and POST /sms/status (how an answer is doing).
+
+Two thin adapters call these: the Django views (sms.views: the URLconf, the test client) and,
+in front of Django under Daphne, the ASGI fast path (sms.asgi), which answers Twilio without
+Django's per-request stack. Both go through exactly this code.
+
+Answers: 404 while the SMS channel is off; 405 for anything but POST; 403 for a missing or
+wrong signature (or another account); 415 for a body that is not form-encoded; 400 for fields
+Twilio would not send; 404 for a text to a number that is not the line's. None of those writes
+anything. The signature is checked against the configured public URL, never the request's Host.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.http import QueryDict
+from twilio.twiml.messaging_response import MessagingResponse
+
+from advice.realtime import publish_on_commit
+from sms import provider, replies
+from sms.inbound import (
+    MESSAGE_SID,
+    InvalidWebhook,
+    UnknownNumber,
+    line_county,
+    parse_inbound,
+    record_inbound,
+)
+from sms.models import OutboundSms
+from sms.outbox import FINAL, record_status, schedule_deletion
+
+PATHS = ("/sms/inbound", "/sms/status")
+# Twilio's message_enum_status: every status a callback can carry.
+TWILIO_STATUSES = {
+    "queued", "sending", "sent", "failed", "delivered", "undelivered", "receiving", "received",
+    "accepted", "scheduled", "read", "partially_delivered", "canceled",
+}
+ERROR_CODE = re.compile(r"^[0-9]{1,6}$")
+FORM = "application/x-www-form-urlencoded"
+
+
+@dataclass
+class Webhook:
+    """A request to one of the webhooks, as either adapter sees it."""
+
+    method: str
+    path: str
+    query_string: str
+    content_type: str  # the media type, without parameters
+    body: bytes
+    signature: str
+
+    @property
+    def full_path(self) -> str:
+        return self.path + (f"?{self.query_string}" if self.query_string else "")
+
+    @property
+    def query(self) -> QueryDict:
+        return QueryDict(self.query_string)
+
+    @property
+    def form(self) -> QueryDict:
+        if self.content_type != FORM:
+            return QueryDict()
+        return QueryDict(self.body, encoding="utf-8")
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _plain(status: int, text: str, **headers: str) -> Answer:
+    return Answer(status, (text + "\n").encode(), headers=headers)
+
+
+def _twiml(response: MessagingResponse) -> Answer:
+    return Answer(200, str(response).encode(), "text/xml; charset=utf-8")
+
+
+def handle(hook: Webhook) -> Answer:
+    """Answer one webhook request. Runs synchronously (database work), inside no transaction."""
+    handler = {"/sms/inbound": _inbound, "/sms/status": _status}[hook.path]
+    if hook.method != "POST":
+        return _plain(405, "method_not_allowed: POST only.", Allow="POST")
+    if not settings.SMS_ENABLED:
+        return _plain(404, "The SMS channel is switched off.")
+    form = hook.form
+    # A JSON webhook is signed over the URL with a hash of the raw body in it (bodySHA256);
+    # the validator checks that hash only when it is given the body as a str.
+    params: Any = (
+        hook.body.decode("utf-8", "replace") if "bodySHA256" in hook.query else form
+    )
+    url = provider.webhook_url(hook.full_path)
+    if not provider.signature_is_valid(url, params, hook.signature):
+        return _plain(403, "invalid_signature: the X-Twilio-Signature does not match.")
+    if hook.content_type != FORM:
+        return _plain(415, "unsupported_media_type: Twilio posts form-encoded fields.")
+    if form.get("AccountSid") != settings.TWILIO_ACCOUNT_SID:
+        return _plain(403, "wrong_account: the AccountSid is not this line's.")
+    return handler(hook, form)
+
+
+def _inbound(hook: Webhook, form: QueryDict) -> Answer:
+    try:
+        text = parse_inbound(form)
+        _stored, acknowledgement = record_inbound(text)
+    except InvalidWebhook as error:
+        return _plain(400, f"{error.code}: {error.field}")
+    except UnknownNumber:
+        return _plain(404, "unknown_number: the To number is not one of the line's numbers.")
+    response = MessagingResponse()
+    if acknowledgement:
+        response.message(
+            replies.acknowledgement_text(acknowledgement, line_county(text.to) or "", text.sender),
+            action=provider.acknowledgement_callback_url(),
+        )
+    return _twiml(response)
+
+
+def _status(hook: Webhook, form: QueryDict) -> Answer:
+    sid = form.get("MessageSid") or ""
+    new_status = form.get("MessageStatus") or ""
+    error_code = form.get("ErrorCode") or ""
+    if not MESSAGE_SID.match(sid):
+        return _plain(400, "invalid_field: MessageSid")
+    if new_status not in TWILIO_STATUSES:
+        return _plain(400, "invalid_field: MessageStatus")
+    if error_code and not ERROR_CODE.match(error_code):
+        return _plain(400, "invalid_field: ErrorCode")
+    query = hook.query
+    outbound_id = query.get("o", "")
+    if outbound_id:
+        try:
+            uuid.UUID(outbound_id)
+        except ValueError:
+            return _plain(400, "invalid_field: o")
+    with transaction.atomic():
+        row = None
+        if outbound_id:
+            row = OutboundSms.objects.filter(public_id=outbound_id).first()
+        if row is None:
+            row = OutboundSms.objects.filter(twilio_sid=sid).first()
+        if row is None:
+            if query.get("ack") == "1" and new_status in FINAL:
+                # An automatic reply (TwiML): nothing to track, only to delete at Twilio.
+                schedule_deletion(sid)
+            return Answer(204)
+        if row.twilio_sid is None:
+            # The callback came before the worker stored the sid, or after it died mid-send.
+            OutboundSms.objects.filter(pk=row.pk, twilio_sid__isnull=True).update(
+                twilio_sid=sid, attempt_started_at=None
+            )
+            row.twilio_sid = sid
+        elif row.twilio_sid != sid:
+            return Answer(204)
+        events = record_status(row, new_status, error_code=error_code, twilio_sid=sid)
+        publish_on_commit(events)
+    return Answer(204)

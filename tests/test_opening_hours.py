@@ -1,0 +1,279 @@
+"""Opening hours: the domain function line_status(), holidays, exceptions, the summer-time
+edges, and the visitor's `start` refused while the line is closed."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+
+from advice.hours import easter_sunday, emergency_numbers, line_status, swedish_holidays
+from advice.models import (
+    Conversation,
+    EmergencyNumber,
+    Holiday,
+    OpeningException,
+    OpeningSchedule,
+    WeeklyHours,
+)
+from tests.factories import START, receive_until, visitor_socket
+
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+
+
+def local(*args: int) -> datetime:
+    return datetime(*args, tzinfo=STOCKHOLM)
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def weekdays(schedule: OpeningSchedule, opens: str, closes: str, days=range(5)) -> None:
+    for day in days:
+        WeeklyHours.objects.create(
+            schedule=schedule, weekday=day, opens=time.fromisoformat(opens),
+            closes=time.fromisoformat(closes),
+        )
+
+
+@pytest.fixture
+def national(db):
+    schedule = OpeningSchedule.objects.create(county="")
+    weekdays(schedule, "08:00", "18:00")
+    return schedule
+
+
+# --- the domain -------------------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_with_no_schedule_at_all_the_line_is_always_open():
+    Holiday.objects.create(date=date(2026, 12, 25), name="Juldagen")
+    status = line_status("AB", local(2026, 12, 25, 3, 0))
+    assert status.open
+    assert status.opens_at is None and status.closes_at is None
+
+
+def test_within_weekly_hours_the_line_is_open_and_says_when_it_closes(national):
+    status = line_status("", local(2026, 11, 24, 10, 0))  # a Tuesday
+    assert status.open
+    assert status.closes_at == local(2026, 11, 24, 18, 0)
+
+
+def test_after_hours_the_line_is_closed_and_says_when_it_opens(national):
+    status = line_status("", local(2026, 11, 24, 18, 0))
+    assert not status.open
+    assert status.opens_at == local(2026, 11, 25, 8, 0)
+
+
+def test_on_friday_evening_it_opens_on_monday(national):
+    status = line_status("", local(2026, 11, 27, 19, 30))
+    assert status.opens_at == local(2026, 11, 30, 8, 0)
+
+
+def test_a_county_without_its_own_schedule_follows_the_national_one(national):
+    assert not line_status("M", local(2026, 11, 24, 7, 0)).open
+    assert line_status("M", local(2026, 11, 24, 9, 0)).open
+
+
+def test_a_county_schedule_replaces_the_national_one(national):
+    skane = OpeningSchedule.objects.create(county="M")
+    weekdays(skane, "06:00", "22:00", days=range(7))
+    assert line_status("M", local(2026, 11, 29, 21, 0)).open  # a Sunday
+    assert not line_status("AB", local(2026, 11, 29, 21, 0)).open
+
+
+def test_a_holiday_closes_every_schedule(national):
+    Holiday.objects.create(date=date(2026, 12, 24), name="Julafton")
+    status = line_status("", local(2026, 12, 24, 10, 0))  # a Thursday
+    assert not status.open
+    assert status.opens_at == local(2026, 12, 25, 8, 0)
+
+
+def test_an_exception_on_a_holiday_opens_it_with_other_hours(national):
+    Holiday.objects.create(date=date(2026, 12, 24), name="Julafton")
+    OpeningException.objects.create(
+        schedule=national, date=date(2026, 12, 24), opens=time(10), closes=time(14)
+    )
+    assert not line_status("", local(2026, 12, 24, 9, 0)).open
+    status = line_status("", local(2026, 12, 24, 11, 0))
+    assert status.open and status.closes_at == local(2026, 12, 24, 14, 0)
+
+
+def test_an_exception_without_hours_closes_a_weekday(national):
+    OpeningException.objects.create(schedule=national, date=date(2026, 11, 25), note="Training")
+    status = line_status("", local(2026, 11, 24, 20, 0))
+    assert status.opens_at == local(2026, 11, 26, 8, 0)
+
+
+def test_an_exception_of_another_schedule_does_not_apply(national):
+    skane = OpeningSchedule.objects.create(county="M")
+    weekdays(skane, "08:00", "18:00")
+    OpeningException.objects.create(schedule=skane, date=date(2026, 11, 25))
+    assert line_status("AB", local(2026, 11, 25, 9, 0)).open
+    assert not line_status("M", local(2026, 11, 25, 9, 0)).open
+
+
+def test_a_day_open_until_midnight_runs_on_into_the_next(db):
+    schedule = OpeningSchedule.objects.create(county="")
+    WeeklyHours.objects.create(schedule=schedule, weekday=0, opens=time(20), closes=time(0))
+    WeeklyHours.objects.create(schedule=schedule, weekday=1, opens=time(0), closes=time(2))
+    status = line_status("", local(2026, 11, 23, 23, 0))  # Monday night
+    assert status.open and status.closes_at == local(2026, 11, 24, 2, 0)
+    assert line_status("", local(2026, 11, 24, 1, 0)).open
+
+
+def test_a_line_open_round_the_clock_has_no_closing_time(db):
+    schedule = OpeningSchedule.objects.create(county="")
+    weekdays(schedule, "00:00", "00:00", days=range(7))
+    status = line_status("", local(2026, 11, 24, 3, 0))
+    assert status.open and status.closes_at is None
+
+
+def test_a_line_with_a_schedule_but_no_hours_is_closed_without_a_date(db):
+    OpeningSchedule.objects.create(county="")
+    status = line_status("", local(2026, 11, 24, 10, 0))
+    assert not status.open and status.opens_at is None
+
+
+def test_an_interval_that_closes_before_it_opens_is_refused_by_validation(national):
+    with pytest.raises(ValidationError):
+        WeeklyHours(schedule=national, weekday=0, opens=time(18), closes=time(8)).full_clean()
+    with pytest.raises(ValidationError):
+        OpeningException(schedule=national, date=date(2026, 1, 1), opens=time(8)).full_clean()
+    WeeklyHours(schedule=national, weekday=0, opens=time(18), closes=time(0)).full_clean()
+
+
+# --- summer time -------------------------------------------------------------------------------
+# 2026: summer time starts Sunday 29 March (02:00 CET -> 03:00 CEST) and ends Sunday
+# 25 October (03:00 CEST -> 02:00 CET).
+
+def test_across_the_spring_change_the_opening_time_is_local_wall_time(db):
+    schedule = OpeningSchedule.objects.create(county="")
+    weekdays(schedule, "08:00", "18:00")
+    status = line_status("", utc(2026, 3, 27, 19, 0))  # Friday 20:00 CET
+    assert status.opens_at == utc(2026, 3, 30, 6, 0)  # Monday 08:00 CEST
+
+
+def test_an_opening_time_that_does_not_exist_in_spring_opens_after_the_gap(db):
+    schedule = OpeningSchedule.objects.create(county="")
+    WeeklyHours.objects.create(schedule=schedule, weekday=6, opens=time(2, 30), closes=time(5))
+    status = line_status("", utc(2026, 3, 29, 0, 0))  # 01:00 CET
+    assert status.opens_at == utc(2026, 3, 29, 1, 30)  # 03:30 CEST
+    assert line_status("", utc(2026, 3, 29, 1, 30)).open
+    assert line_status("", utc(2026, 3, 29, 2, 59)).open
+    assert not line_status("", utc(2026, 3, 29, 3, 0)).open  # 05:00 CEST
+
+
+def test_the_autumn_night_lasts_an_hour_longer(db):
+    schedule = OpeningSchedule.objects.create(county="")
+    WeeklyHours.objects.create(schedule=schedule, weekday=6, opens=time(0), closes=time(4))
+    status = line_status("", utc(2026, 10, 24, 22, 30))  # 00:30 CEST
+    # 04:00 CET; a wall-clock comparison would end an hour early.
+    assert status.open and status.closes_at == utc(2026, 10, 25, 3, 0)
+    assert line_status("", utc(2026, 10, 25, 2, 30)).open  # 03:30 CET
+
+
+def test_a_time_that_happens_twice_in_autumn_is_its_first_occurrence(db):
+    schedule = OpeningSchedule.objects.create(county="")
+    WeeklyHours.objects.create(schedule=schedule, weekday=6, opens=time(0), closes=time(2, 30))
+    assert line_status("", utc(2026, 10, 25, 0, 15)).open  # 02:15 CEST
+    assert not line_status("", utc(2026, 10, 25, 0, 45)).open  # 02:45 CEST
+    assert not line_status("", utc(2026, 10, 25, 1, 15)).open  # 02:15 CET, the second time
+
+
+@pytest.mark.django_db
+def test_with_a_travelled_clock_the_default_now_is_used():
+    schedule = OpeningSchedule.objects.create(county="")
+    weekdays(schedule, "08:00", "18:00")
+    with time_machine.travel(local(2026, 3, 29, 12, 0), tick=False):  # a Sunday
+        assert line_status().opens_at == local(2026, 3, 30, 8, 0)
+    with time_machine.travel(local(2026, 3, 30, 12, 0), tick=False):
+        assert line_status().open
+
+
+# --- holidays and numbers ----------------------------------------------------------------------
+
+def test_easter_and_the_moving_holidays_fall_on_the_right_days():
+    assert easter_sunday(2026) == date(2026, 4, 5)
+    assert easter_sunday(2027) == date(2027, 3, 28)
+    days = dict((name, day) for day, name in swedish_holidays(2026))
+    assert days["Långfredagen"] == date(2026, 4, 3)
+    assert days["Kristi himmelsfärdsdag"] == date(2026, 5, 14)
+    assert days["Midsommarafton"] == date(2026, 6, 19)
+    assert days["Alla helgons dag"] == date(2026, 10, 31)
+    assert len(days) == 16
+
+
+@pytest.mark.django_db
+def test_the_holidays_command_adds_a_year_once():
+    call_command("add_holidays", "2027")
+    call_command("add_holidays", "2027")
+    assert Holiday.objects.filter(date__year=2027).count() == 16
+
+
+@pytest.mark.django_db
+def test_the_emergency_numbers_are_the_admins_or_else_the_defaults():
+    assert emergency_numbers()[0]["number"] == "112"
+    EmergencyNumber.objects.all().delete()
+    assert [n["number"] for n in emergency_numbers()] == [
+        "112", "020-50 50 50", "116 111", "114 14"
+    ]
+    EmergencyNumber.objects.create(label="Local shelter", number="010-123", order=1)
+    EmergencyNumber.objects.create(label="Emergency", number="112", order=0)
+    assert [n["number"] for n in emergency_numbers()] == ["112", "010-123"]
+
+
+# --- the visitor's start ----------------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+async def test_start_is_refused_while_the_line_is_closed_and_says_when_it_opens():
+    schedule = await OpeningSchedule.objects.acreate(county="")
+    await WeeklyHours.objects.acreate(schedule=schedule, weekday=2, opens=time(8), closes=time(18))
+    with time_machine.travel(local(2026, 11, 24, 20, 0), tick=True):  # Tuesday evening
+        visitor = await visitor_socket()
+        await visitor.send_json_to(START)
+        error = await receive_until(visitor, "error")
+        assert error["code"] == "line_closed"
+        assert error["ref"] == "start"
+        assert error["opens_at"] == local(2026, 11, 25, 8, 0).isoformat()
+        assert error["numbers"][0]["number"] == "112"
+        assert await Conversation.objects.acount() == 0
+        await visitor.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_start_goes_through_for_a_county_that_is_open():
+    national = await OpeningSchedule.objects.acreate(county="")
+    await WeeklyHours.objects.acreate(schedule=national, weekday=1, opens=time(8), closes=time(9))
+    skane = await OpeningSchedule.objects.acreate(county="M")
+    await WeeklyHours.objects.acreate(schedule=skane, weekday=1, opens=time(8), closes=time(22))
+    with time_machine.travel(local(2026, 11, 24, 20, 0), tick=True):
+        closed = await visitor_socket()
+        await closed.send_json_to({**START, "county": "AB"})
+        assert (await receive_until(closed, "error"))["code"] == "line_closed"
+        open_ = await visitor_socket()
+        await open_.send_json_to({**START, "county": "M"})
+        await receive_until(open_, "started")
+        assert await Conversation.objects.acount() == 1
+        await closed.disconnect()
+        await open_.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_visitor_can_ask_whether_the_line_is_open_before_starting():
+    schedule = await OpeningSchedule.objects.acreate(county="")
+    await WeeklyHours.objects.acreate(schedule=schedule, weekday=1, opens=time(8), closes=time(18))
+    with time_machine.travel(local(2026, 11, 24, 10, 0), tick=True):
+        visitor = await visitor_socket()
+        await visitor.send_json_to({"type": "line_status", "county": "AB"})
+        status = await receive_until(visitor, "line_status")
+        assert status["open"] is True
+        assert status["closes_at"] == local(2026, 11, 24, 18, 0).isoformat()
+        await visitor.send_json_to({"type": "line_status", "county": "XX"})
+        assert (await receive_until(visitor, "error"))["code"] == "invalid_field"
+        await visitor.disconnect()
