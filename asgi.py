@@ -7,7 +7,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "advice.settings")
 
-from django.core.asgi import get_asgi_application  # noqa: E402
+from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 
@@ -21,8 +21,11 @@ from django.urls import path  # noqa: E402
 from advice.consumers import AdvisorConsumer  # noqa: E402
 from chat.consumers import VisitorConsumer  # noqa: E402
 from interpreter.consumers import InterpreterConsumer  # noqa: E402
+from sms.asgi import TwilioWebhooks  # noqa: E402
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
+# Twilio's two webhooks are answered in front of Django's per-request stack (sms/asgi.py).
+http_app = TwilioWebhooks(http_app)
 
 application = ProtocolTypeRouter({
     "http": http_app,

@@ -13,7 +13,17 @@ from django.contrib.auth.admin import UserAdmin
 from django.utils.translation import gettext_lazy as _
 
 from advice.choices import INTERPRETER_LANGUAGES
-from advice.models import AdvisorProfile, Conversation, ConversationEvent
+from advice.hours import line_status
+from advice.models import (
+    AdvisorProfile,
+    Conversation,
+    ConversationEvent,
+    EmergencyNumber,
+    Holiday,
+    OpeningException,
+    OpeningSchedule,
+    WeeklyHours,
+)
 
 
 def spoken_language_choices() -> list[tuple[str, str]]:
@@ -95,8 +105,9 @@ class ConversationAdmin(admin.ModelAdmin):
     # it may be.
     fields = [
         "public_id", "channel", "status", "urgent", "writer", "language", "interpreter_needed",
-        "interpreter_language", "county", "safe_now", "advisor", "created_at", "taken_at",
-        "ended_at", "end_reason", "outcome", "last_seq",
+        "interpreter_language", "interpreter_outside_community", "interpreter_gender", "county",
+        "safe_now", "advisor", "created_at", "taken_at", "ended_at", "end_reason", "outcome",
+        "last_seq", "previous",
     ]
     readonly_fields = fields
     list_display = [
@@ -134,3 +145,54 @@ class ConversationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+# --- opening hours and the numbers shown while closed (advice.hours) ------------------------
+
+
+class WeeklyHoursInline(admin.TabularInline):
+    model = WeeklyHours
+    extra = 0
+
+
+class OpeningExceptionInline(admin.TabularInline):
+    model = OpeningException
+    extra = 0
+    fields = ["date", "opens", "closes", "note"]
+
+
+@admin.register(OpeningSchedule)
+class OpeningScheduleAdmin(admin.ModelAdmin):
+    """Weekly hours and dated exceptions per county; the schedule without a county is the
+    national default. With no schedule at all the line is always open."""
+
+    inlines = [WeeklyHoursInline, OpeningExceptionInline]
+    list_display = ["__str__", "now"]
+
+    @admin.display(description=_("now"))
+    def now(self, schedule: OpeningSchedule) -> str:
+        status = line_status(schedule.county)
+        if status.open:
+            return str(_("open"))
+        if status.opens_at:
+            opens = status.as_dict()["opens_at"][:16].replace("T", " ")
+            return str(_("closed, opens %(when)s")) % {"when": opens}
+        return str(_("closed"))
+
+
+@admin.register(Holiday)
+class HolidayAdmin(admin.ModelAdmin):
+    """Days every schedule is closed, unless its own exception gives hours. `manage.py
+    add_holidays YEAR` fills in Sweden's public holidays."""
+
+    list_display = ["date", "name"]
+    date_hierarchy = "date"
+
+
+@admin.register(EmergencyNumber)
+class EmergencyNumberAdmin(admin.ModelAdmin):
+    """The numbers the chat page lists while the line is closed. Labels are English and shown
+    translated; a new label needs its translations added to locale/ to show in every language."""
+
+    list_display = ["number", "label", "order", "active"]
+    list_editable = ["order", "active"]

@@ -36,7 +36,6 @@ from advice.choices import (
     Writer,
 )
 
-
 # Sent inside the transaction that stores a text: (conversation, message, text).
 message_posted = Signal()
 
@@ -353,6 +352,8 @@ class Conversation(models.Model):
             if updated:
                 self.refresh_from_db()
                 self._record(ConversationEvent.Kind.URGENCY, advisor=advisor, data={"urgent": urgent})
+            elif not Conversation.objects.open().filter(pk=self.pk).exists():
+                raise DomainError("conversation_ended", "This conversation has already ended.")
         return [self.state_event(), queue_changed()] if updated else []
 
     def set_interpreter(self, advisor: Any, needed: bool, language: str) -> list[dict]:

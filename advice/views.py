@@ -38,7 +38,7 @@ from advice.choices import (
     SafeNow,
     Writer,
 )
-from advice.models import AdvisorProfile, Conversation
+from advice.models import AdvisorProfile, Conversation, InterpreterInvitation, Message
 
 # Where to go once the login is complete (e.g. /admin/ when the admin sent the advisor here).
 NEXT_SESSION_KEY = "advisor_next"
@@ -235,6 +235,7 @@ def console_config(request: HttpRequest, profile: AdvisorProfile) -> dict[str, A
         "advisor_id": request.user.pk,
         "capacity": profile.capacity,
         "max_length": settings.MAX_MESSAGE_LENGTH,
+        "max_note_length": settings.MAX_NOTE_LENGTH,
         # Lets the page correct for a clock that is off when it counts waiting time.
         "server_now_ms": int(time.time() * 1000),
         "labels": {
@@ -247,6 +248,8 @@ def console_config(request: HttpRequest, profile: AdvisorProfile) -> dict[str, A
             "outcome": dict(Outcome.choices),
             "end_reason": dict(Conversation.EndReason.choices),
             "safe_now": dict(SafeNow.choices),
+            "event": dict(Message.Event.choices),
+            "invitation_status": dict(InterpreterInvitation.Status.choices),
         },
         "strings": console_strings(),
     }
@@ -335,5 +338,18 @@ def console_strings() -> dict[str, str]:
         "error_empty_message": _("The message is empty."),
         "error_message_too_long": _("The message is too long."),
         "error_other": _("Something went wrong ({code}): {message}"),
+        "error_interpreter_web_only": _("An interpreter can join web chats only."),
+        "error_no_interpreter": _("No interpreter is invited to this conversation."),
+        "error_note_too_long": _("The notes are too long."),
+        "error_session_ended": _("Your session has ended. Log in again."),
+        "no_invitation": _("No interpreter is invited."),
+        "invitation_expires": _("The link works until {time}."),
+        "link_copied": _("The link is copied. Send it only to the interpreter."),
+        "history_shared": _("The interpreter can now read the earlier messages."),
+        "notes_saved": _("Saved {time}"),
+        "notes_unsaved": _("Not saved yet"),
+        "earlier_heading": _("Earlier conversation, ended {time}"),
+        "earlier_none": _("No earlier conversation could be found."),
+        "earlier_note": _("Notes: {text}"),
         "dismiss": _("Dismiss"),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from typing import Any
 
@@ -21,6 +22,19 @@ from bench.stats import ms, percentile, summary
 # Advisor sockets skip parsing the queue frames they are sent; the load generator has no use
 # for them and parsing them would take its time.
 QUEUE_PREFIX = '{"type":"queue"'
+
+
+ERRORS_SEEN: dict[str, int] = {}
+
+
+def note_errors(results: list) -> None:
+    """Count failures by kind, for the report (the first of each kind goes to stderr)."""
+    for result in results:
+        if isinstance(result, BaseException):
+            kind = type(result).__name__
+            if kind not in ERRORS_SEEN:
+                print(f"bench: first {kind}: {result!r}"[:300], file=sys.stderr)
+            ERRORS_SEEN[kind] = ERRORS_SEEN.get(kind, 0) + 1
 
 
 def origin_of(url: str) -> str:
@@ -103,6 +117,7 @@ async def open_pairs(urls_for_visitors: list[str], urls_for_advisors: list[str],
 
     results = await gather_limited([open_advisor(a) for a in advisors], 50)
     failures += sum(1 for r in results if isinstance(r, BaseException))
+    note_errors(results)
 
     visitors = [Visitor([urls_for_visitors[i % len(urls_for_visitors)]], origin_of, ledger)
                 for i in range(count)]
@@ -123,7 +138,8 @@ async def open_pairs(urls_for_visitors: list[str], urls_for_advisors: list[str],
                 )
                 await advisor.send({"type": "take_next"})
                 await taken
-            except Exception:
+            except Exception as e:
+                note_errors([e])
                 failures += 1
 
     await asyncio.gather(*(lane() for _ in range(lanes)))

@@ -28,6 +28,7 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
 
     conversation: Conversation | None = None
     position: int | None = None
+    estimate: int | None = None
 
     async def connect(self) -> None:
         await super().connect()
@@ -131,11 +132,14 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
         if self.conversation is None:
             return
         position = snapshot.position_of(self.conversation.pk)
-        if position is not None and position != self.position:
-            self.position = position
+        if position is None:
+            return
+        # The estimate follows the recent waits, so it can change while the place does not.
+        estimate = snapshot.estimated_wait(position)
+        if (position, estimate) != (self.position, self.estimate):
+            self.position, self.estimate = position, estimate
             await self.send_frame({
-                "type": "queue", "position": position,
-                "estimated_wait_seconds": snapshot.estimated_wait(position),
+                "type": "queue", "position": position, "estimated_wait_seconds": estimate,
             })
 
     def message_frame(self, event: dict[str, Any]) -> dict[str, Any]:

@@ -93,10 +93,12 @@ class InterpreterConsumer(JsonSocket):
             # Nothing reaches the page before the visitor's yes: until then nothing is
             # "delivered" for this conversation, and on_message_event drops the event.
             await self.on_message_event(event)
-        elif kind == "interpreter" and event["invitation"]["id"] == str(self.invitation.public_id):
-            await self._on_invitation_changed(event["invitation"])
-        elif kind == "conversation" and event["summary"]["status"] not in Conversation.OPEN_STATUSES:
-            await self._finish("ended")
+        elif kind == "interpreter":
+            if event["invitation"]["id"] == str(self.invitation.public_id):
+                await self._on_invitation_changed(event["invitation"])
+        elif kind == "conversation":
+            if event["summary"]["status"] not in Conversation.OPEN_STATUSES:
+                await self._finish("ended")
         elif kind == "typing" and self.entered and event.get("from") != "interpreter":
             await self.send_frame({"type": "typing", "from": event["from"]})
 

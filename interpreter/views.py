@@ -3,12 +3,14 @@ fragment, which the browser keeps to itself, and the page's script sends it over
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import translation
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
+from advice.choices import INTERPRETER_LANGUAGES
 from advice.language import advisor_language
 
 
@@ -57,6 +59,10 @@ def page(request: HttpRequest) -> HttpResponse:
     # Swedish or English, like the advisor side: the interpreter is a professional.
     with translation.override(advisor_language(request.META.get("HTTP_ACCEPT_LANGUAGE", ""))):
         return render(request, "interpreter/interpreter.html", {
-            "interpreter_config": {"strings": page_strings(), "socket": "/ws/interpreter/"},
+            "interpreter_config": {
+                "strings": page_strings(), "socket": "/ws/interpreter/",
+                # Language codes as names, each in its own script ("ar" -> "العربية (Arabic)").
+                "languages": {**dict(settings.LANGUAGES), **dict(INTERPRETER_LANGUAGES)},
+            },
             "LANGUAGE_CODE": translation.get_language(),
         })

@@ -72,7 +72,7 @@ class TwilioWebhooks:
             body=bytes(body),
             signature=headers.get(b"x-twilio-signature", b"").decode("latin-1"),
         )
-        answer = await sync_to_async(_answer_in_thread, thread_sensitive=True)(hook)
+        answer = await sync_to_async(_answer_in_thread, thread_sensitive=False)(hook)
         await self._send(send, answer)
 
     @staticmethod

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from advice import crypto
 from sms import replies
@@ -142,6 +143,38 @@ def acknowledgement_for(text: InboundText, sender_hash: str, county: str) -> str
     return replies.acknowledgement_kind(county)
 
 
+def _insert(text: InboundText, sender_hash: str, acknowledgement: str) -> bool:
+    """One INSERT, one round trip, in the webhook's autocommit. ON CONFLICT DO NOTHING on the
+    unique MessageSid: a retried text stores nothing and returns no id, so a duplicate is told
+    apart by the database's constraint itself, with no second query and no error to recover
+    from (inside a caller's transaction too). Raw SQL because the ORM cannot say "DO NOTHING
+    and tell me"; PostgreSQL and SQLite (3.35+) both speak it."""
+    quote = connection.ops.quote_name
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    values = {
+        "message_sid": text.message_sid,
+        "sender_hash": sender_hash,
+        "sender": crypto.encrypt(text.sender),
+        "line_number": text.to,
+        "body": crypto.encrypt(text.body),
+        "num_media": text.num_media,
+        "acknowledgement": acknowledgement,
+        "received_at": now,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "last_error": "",
+    }
+    columns = ", ".join(quote(name) for name in values)
+    placeholders = ", ".join(["%s"] * len(values))
+    sql = (
+        f"INSERT INTO {quote(InboundSms._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
+        f" ON CONFLICT ({quote('message_sid')}) DO NOTHING RETURNING {quote('id')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(values.values()))
+        return cursor.fetchone() is not None
+
+
 def record_inbound(text: InboundText) -> tuple[bool, str]:
     """Store the text for the worker. Returns (stored now, the automatic reply's kind); a
     MessageSid stored before (Twilio retrying) stores nothing and gets no second reply."""
@@ -150,26 +183,7 @@ def record_inbound(text: InboundText) -> tuple[bool, str]:
         raise UnknownNumber()
     sender_hash = phone_hash(text.sender)
     acknowledgement = acknowledgement_for(text, sender_hash, county)
-    row = InboundSms(
-        message_sid=text.message_sid,
-        sender_hash=sender_hash,
-        sender=crypto.encrypt(text.sender),
-        line_number=text.to,
-        body=crypto.encrypt(text.body),
-        num_media=text.num_media,
-        acknowledgement=acknowledgement,
-    )
-    try:
-        if connection.in_atomic_block:
-            with transaction.atomic():  # a savepoint, so the caller's transaction survives
-                row.save(force_insert=True)
-        else:
-            # In the webhook: one INSERT in autocommit, a single round trip to the database.
-            row.save(force_insert=True)
-    except IntegrityError:
-        # The unique MessageSid: this text is stored already.
-        if InboundSms.objects.filter(message_sid=text.message_sid).exists():
-            return False, ""
-        raise
-    wake_worker()
+    if not _insert(text, sender_hash, acknowledgement):
+        return False, ""
+    transaction.on_commit(wake_worker)
     return True, acknowledgement

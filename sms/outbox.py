@@ -161,7 +161,8 @@ def refresh_delivery(message_id: int) -> list[dict[str, Any]]:
     """Bring the answer's delivery in its message data up to date with its parts; returns the
     "delivery" event for the console if it changed. Caller holds a transaction."""
     message = (
-        Message.objects.select_for_update().select_related("conversation").get(pk=message_id)
+        Message.objects.select_for_update(of=("self",)).select_related("conversation")
+        .get(pk=message_id)
     )
     rows = OutboundSms.objects.filter(message_id=message_id).only("status", "error_code")
     delivery, error, code = delivery_of(rows)

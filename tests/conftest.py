@@ -5,6 +5,9 @@ import pytest
 
 from tests.factories import make_advisor
 
+# The local Twilio stand-ins and the SMS channel's fixtures (twilio_api, fake_twilio, sms_on).
+pytest_plugins = ["tests.twilio_peer"]
+
 
 @pytest.fixture(autouse=True)
 def _fast_hashing(settings):

@@ -230,6 +230,19 @@ async def test_marking_a_conversation_urgent_moves_it_first_for_advisors_and_vis
         await socket.disconnect()
 
 
+async def test_marking_an_ended_conversation_urgent_is_refused(advisor):
+    visitor = await start_visitor()
+    console = await console_for(advisor)
+    [waiting] = await settled_queue(console)
+    await visitor.send_json_to({"type": "leave"})
+    await receive_until(visitor, "state", status="abandoned")
+    await console.send_json_to({"type": "mark_urgent", "conversation": waiting["id"]})
+    assert (await receive_until(console, "error"))["code"] == "conversation_ended"
+    assert await events_of(waiting["id"]) == ["created", "abandoned"]
+    for socket in (visitor, console):
+        await socket.disconnect()
+
+
 async def test_the_advisor_sets_and_clears_the_interpreter(advisor):
     visitor = await start_visitor()
     console = await console_for(advisor)
@@ -332,5 +345,5 @@ async def test_a_reconnecting_console_resumes_each_conversation_from_its_last_se
 
 
 async def test_an_advisor_without_a_verified_session_is_refused_during_the_handshake(advisor):
-    console, connected = await advisor_socket(advisor, verified=False)
+    _console, connected = await advisor_socket(advisor, verified=False)
     assert connected is False

@@ -491,3 +491,108 @@ async def test_the_interpreter_page_loads_without_the_secret_reaching_the_server
     assert response["Cache-Control"].startswith("max-age=0") or "no-store" in response[
         "Cache-Control"
     ]
+
+
+# --- the visitor's wishes, the queue, and "the next one" ---------------------------------------
+
+async def test_the_visitors_interpreter_wishes_show_as_flags_in_the_queue(advisor):
+    visitor = await visitor_socket()
+    await visitor.send_json_to({
+        **START, "interpreter_needed": True, "interpreter_language": "ar",
+        "interpreter_outside_community": True, "interpreter_gender": "woman",
+    })
+    await receive_until(visitor, "started")
+    console, _ = await advisor_socket(advisor)
+    (summary,) = (await receive_until(console, "queue"))["waiting"]
+    assert summary["interpreter_needed"] is True
+    assert summary["interpreter_language"] == "ar"
+    assert summary["interpreter_outside_community"] is True
+    assert summary["interpreter_gender"] == "woman"
+    assert summary["returning"] is False
+    await console.send_json_to({"type": "take", "conversation": summary["id"]})
+    taken = await receive_until(console, "conversation")
+    assert taken["conversation"]["interpreter_gender"] == "woman"
+    await close_all(visitor, console)
+
+
+@pytest.mark.parametrize(("extra", "code"), [
+    ({"interpreter_needed": True, "interpreter_language": "ar", "interpreter_gender": "other"},
+     "invalid_field"),
+    ({"interpreter_needed": True, "interpreter_language": "ar",
+      "interpreter_outside_community": "yes"}, "invalid_field"),
+    ({"interpreter_needed": True, "interpreter_gender": "woman"}, "missing_field"),
+])
+async def test_bad_interpreter_wishes_start_nothing(extra, code):
+    visitor = await visitor_socket()
+    await visitor.send_json_to({**START, **extra})
+    assert (await receive_until(visitor, "error"))["code"] == code
+    assert await Conversation.objects.acount() == 0
+    await visitor.disconnect()
+
+
+async def test_wishes_without_an_interpreter_are_not_kept():
+    visitor = await visitor_socket()
+    await visitor.send_json_to({**START, "interpreter_gender": "man",
+                                "interpreter_outside_community": True})
+    await receive_until(visitor, "started")
+    conversation = await Conversation.objects.aget()
+    assert conversation.interpreter_gender == ""
+    assert conversation.interpreter_outside_community is False
+    await visitor.disconnect()
+
+
+def waiting(minutes_ago: int, **fields) -> Conversation:
+    return Conversation.objects.create(
+        created_at=timezone.now() - timedelta(minutes=minutes_ago), **fields
+    )
+
+
+@pytest.mark.django_db
+def test_the_next_one_prefers_a_conversation_the_advisor_can_take_without_an_interpreter():
+    from tests.factories import make_advisor
+
+    swedish = make_advisor("sara", languages=["sv", "en"])
+    needs_arabic = waiting(5, interpreter_needed=True, interpreter_language="ar")
+    plain = waiting(3)
+    taken, _events = Conversation.take_next(swedish)
+    assert taken.pk == plain.pk
+    # An Arabic-speaking advisor gets the Arabic one first, although it needs no interpreter
+    # for them (they speak the language).
+    arabic = make_advisor("amal", languages=["sv", "ar"])
+    taken, _events = Conversation.take_next(arabic)
+    assert taken.pk == needs_arabic.pk
+
+
+@pytest.mark.django_db
+def test_the_next_one_never_jumps_an_urgent_conversation():
+    from tests.factories import make_advisor
+
+    swedish = make_advisor("sara", languages=["sv"])
+    urgent = waiting(1, urgent=True, interpreter_needed=True, interpreter_language="so")
+    waiting(5)
+    taken, _events = Conversation.take_next(swedish)
+    assert taken.pk == urgent.pk
+
+
+@pytest.mark.django_db
+def test_the_preference_lapses_once_a_conversation_has_waited_long(settings):
+    from tests.factories import make_advisor
+
+    settings.TAKE_NEXT_PREFERENCE_MINUTES = 10
+    swedish = make_advisor("sara", languages=["sv"])
+    long_waiting = waiting(12, interpreter_needed=True, interpreter_language="ti")
+    waiting(2)
+    taken, _events = Conversation.take_next(swedish)
+    assert taken.pk == long_waiting.pk
+
+
+@pytest.mark.django_db
+def test_a_chat_in_a_language_the_advisor_lacks_comes_before_one_that_needs_an_interpreter():
+    from tests.factories import make_advisor
+
+    swedish = make_advisor("sara", languages=["sv"])
+    needs_interpreter = waiting(6, interpreter_needed=True, interpreter_language="fa")
+    english_chat = waiting(4, language="en")
+    assert english_chat.fit_for({"sv"}) == 1 and needs_interpreter.fit_for({"sv"}) == 2
+    taken, _events = Conversation.take_next(swedish)
+    assert taken.pk == english_chat.pk

@@ -277,3 +277,49 @@ async def test_the_visitor_can_ask_whether_the_line_is_open_before_starting():
         await visitor.send_json_to({"type": "line_status", "county": "XX"})
         assert (await receive_until(visitor, "error"))["code"] == "invalid_field"
         await visitor.disconnect()
+
+
+# --- the admin ---------------------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_an_admin_edits_hours_holidays_and_numbers(client, settings):
+    from django.contrib.auth import get_user_model
+
+    from tests.factories import make_advisor, session_cookie
+
+    admin_user = make_advisor("root")
+    get_user_model().objects.filter(pk=admin_user.pk).update(is_superuser=True)
+    admin_user.refresh_from_db()
+    client.cookies[settings.SESSION_COOKIE_NAME] = session_cookie(admin_user).split("=", 1)[1]
+
+    response = client.post("/admin/advice/openingschedule/add/", {
+        "county": "M",
+        "weekly_hours-TOTAL_FORMS": "1", "weekly_hours-INITIAL_FORMS": "0",
+        "weekly_hours-0-weekday": "0", "weekly_hours-0-opens": "08:00",
+        "weekly_hours-0-closes": "18:00",
+        "exceptions-TOTAL_FORMS": "1", "exceptions-INITIAL_FORMS": "0",
+        "exceptions-0-date": "2026-12-24", "exceptions-0-note": "Julafton",
+    })
+    assert response.status_code == 302, response.content.decode()[:2000]
+    schedule = OpeningSchedule.objects.get(county="M")
+    assert schedule.weekly_hours.count() == 1 and schedule.exceptions.count() == 1
+    assert client.get("/admin/advice/openingschedule/").status_code == 200
+
+    bad = client.post("/admin/advice/openingschedule/add/", {
+        "county": "AB",
+        "weekly_hours-TOTAL_FORMS": "1", "weekly_hours-INITIAL_FORMS": "0",
+        "weekly_hours-0-weekday": "0", "weekly_hours-0-opens": "18:00",
+        "weekly_hours-0-closes": "08:00",
+        "exceptions-TOTAL_FORMS": "0", "exceptions-INITIAL_FORMS": "0",
+    })
+    assert bad.status_code == 200 and not OpeningSchedule.objects.filter(county="AB").exists()
+
+    assert client.post("/admin/advice/holiday/add/", {
+        "date": "2026-12-25", "name": "Juldagen",
+    }).status_code == 302
+    number = EmergencyNumber.objects.create(label="Emergency: police, ambulance, fire",
+                                            number="112", order=0)
+    assert client.post(f"/admin/advice/emergencynumber/{number.pk}/change/", {
+        "label": number.label, "number": "112", "order": "0", "active": "on",
+    }).status_code == 302
+    assert client.get("/admin/advice/emergencynumber/").status_code == 200

@@ -22,12 +22,9 @@ from tests.factories import advisor_socket, receive_until
 from tests.twilio_peer import (
     BASE_URL,
     LINE_NUMBER,
-    _fake_twilio_server,  # noqa: F401 (fixture)
-    _twilio_api_server,  # noqa: F401 (fixture)
     inbound_fields,
     post_signed,
     status_fields,
-    twilio_api,  # noqa: F401 (fixture)
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -105,7 +102,8 @@ async def test_a_text_reaches_the_queue_and_the_advisors_answer_reaches_the_phon
     assert summary["writer"] == "professional"
     assert summary["county"] == "M"
     assert summary["contact"] == "•••• •• 67"
-    first = await receive_until(console, "message", conversation=summary["id"], **{"from": "visitor"})
+    first = await receive_until(console, "message", conversation=summary["id"],
+                                **{"from": "visitor"})
     assert first["text"] == "Hej! Jag är skolkurator och behöver råd om en elev."
 
     await console.send_json_to({"type": "send", "conversation": summary["id"], "client_id": "a1",
@@ -266,7 +264,8 @@ async def test_an_mms_shows_how_many_items_were_attached_and_nothing_is_fetched(
     await text("", num_media=2)
     await run_worker()
     summary = await take_first_waiting(console)
-    frame = await receive_until(console, "message", conversation=summary["id"], **{"from": "visitor"})
+    frame = await receive_until(console, "message", conversation=summary["id"],
+                                **{"from": "visitor"})
     assert frame["attachments"] == 2
     assert frame["text"] == "(MMS)"
     # Only the deletion ever asked Twilio for anything: no media was downloaded.

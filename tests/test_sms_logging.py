@@ -12,8 +12,6 @@ from advice.models import Conversation, Message
 from sms.models import InboundSms, OutboundSms, TwilioDeletion
 from sms.worker import Worker
 from tests.twilio_peer import (
-    _fake_twilio_server,  # noqa: F401 (fixture)
-    fake_twilio,  # noqa: F401 (fixture)
     inbound_fields,
     new_sid,
     post_signed,

@@ -14,8 +14,6 @@ from sms import worker as worker_module
 from sms.models import OutboundSms, SmsThread, TwilioDeletion
 from sms.worker import Worker
 from tests.twilio_peer import (
-    _fake_twilio_server,  # noqa: F401 (fixture)
-    fake_twilio,  # noqa: F401 (fixture)
     inbound_fields,
     post_signed,
 )
@@ -303,3 +301,41 @@ def test_a_thread_keeps_the_number_encrypted(conversation):
     assert SENDER not in thread.sender
     assert thread.sender_number == SENDER
     assert len(thread.sender_hash) == 64
+
+
+def test_an_undelivered_callback_fails_the_answer_with_the_operators_reason(
+    conversation, advisor, worker, fake_twilio
+):
+    from tests.twilio_peer import status_fields
+
+    message = answer(conversation, advisor)
+    worker.run_until_idle()
+    row = OutboundSms.objects.get()
+    response = post_signed(Client(), f"/sms/status?o={row.public_id}",
+                           status_fields(sid=row.twilio_sid, status="undelivered", to=SENDER,
+                                         error_code="30003"))
+    assert response.status_code == 204
+    message.refresh_from_db()
+    assert message.data["delivery"] == "failed"
+    assert "unreachable" in message.data["delivery_error"]
+    # A "delivered" arriving after the failure does not revive it.
+    post_signed(Client(), f"/sms/status?o={row.public_id}",
+                status_fields(sid=row.twilio_sid, status="delivered", to=SENDER))
+    row.refresh_from_db()
+    assert (row.status, row.error_code) == ("undelivered", "30003")
+
+
+@pytest.mark.parametrize(("text", "parts"), [
+    ("a" * 1600, 1),
+    ("a" * 1601, 2),
+    ("😀" * 800, 1),  # 1,600 UTF-16 units
+    ("😀" * 801, 2),
+    (("ord " * 1000).strip(), 3),
+])
+def test_answers_are_split_within_twilios_1600_character_limit(text, parts):
+    from sms.outbox import split_text, utf16_length
+
+    split = split_text(text)
+    assert len(split) == parts
+    assert all(utf16_length(part) <= 1600 for part in split)
+    assert "".join(split).replace(" ", "") == text.replace(" ", "")

@@ -33,12 +33,14 @@ ROOT = Path(settings.BASE_DIR)
 LOCALE = ROOT / "locale"
 LANGUAGES = [code for code, _name in settings.LANGUAGES]
 
-# Where the visitor's pages come from, as paths in the .po references (relative to ROOT).
-VISITOR_SOURCES = re.compile(
-    r"^(templates/base\.html|templates/chat/|templates/interpreter/|chat/|interpreter/)"
-)
+# Where the visitor's pages come from, as paths in the .po references (relative to ROOT):
+# the pages, their script's strings (chat/strings.py), the chat socket's texts, and the line's
+# closed notice with its emergency numbers (advice/hours.py). The interpreter's page is not
+# here: it speaks Swedish or English like the advisor side (interpreter/views.py), so its
+# strings need only those two.
+VISITOR_SOURCES = re.compile(r"^(templates/base\.html|templates/chat/|chat/|advice/hours\.py)")
 # The apps whose modules hold what the visitor is offered to choose from.
-VISITOR_APPS = ["chat", "interpreter"]
+VISITOR_APPS = ["chat"]
 
 # The script each language's text must be written in (a translation that is a copy of the
 # English is caught here); Latin-script languages are checked by comparison with the msgid.

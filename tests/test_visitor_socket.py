@@ -436,7 +436,7 @@ async def test_a_text_resent_with_the_same_client_id_is_stored_once_and_acked_wi
 async def test_a_resend_of_a_stored_text_is_acked_even_after_the_conversation_ended(advisor):
     """The ack was lost and the advisor closed meanwhile: the retry must not look like a
     failure, since the text did arrive."""
-    visitor, token = await start_visitor()
+    visitor, _token = await start_visitor()
     await visitor.send_json_to({"type": "send", "client_id": "last", "text": "tack"})
     ack = await receive_until(visitor, "ack")
     await visitor.send_json_to({"type": "leave"})
@@ -621,4 +621,61 @@ async def test_events_from_synchronous_code_wait_for_the_commit_and_vanish_with_
     assert probe.seen == [(1, True)]
     delivered = await receive_until(visitor, "message")
     assert (delivered["seq"], delivered["text"]) == (1, "via sms")
+    await visitor.disconnect()
+
+
+async def test_the_estimated_wait_follows_the_recent_waits_even_when_the_place_stays_the_same(
+    advisor,
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    visitor, _ = await start_visitor()
+    assert (await receive_until(visitor, "queue")) == {
+        "type": "queue", "position": 1, "estimated_wait_seconds": 120,
+    }
+
+    # Someone who started earlier, from another page, is taken after a ten-minute wait.
+    @database_sync_to_async
+    def someone_waited_ten_minutes() -> str:
+        other, _token, _events = Conversation.start_web(language="sv", writer="young")
+        Conversation.objects.filter(pk=other.pk).update(
+            created_at=timezone.now() - timedelta(minutes=10)
+        )
+        return str(other.public_id)
+
+    other_id = await someone_waited_ten_minutes()
+    console, _ = await advisor_socket(advisor)
+    await take(console, other_id)
+    # Still first in the queue, but the estimate is now ten minutes a place.
+    updated = await receive_until(visitor, "queue", timeout=3)
+    assert updated["position"] == 1
+    assert 590 <= updated["estimated_wait_seconds"] <= 610
+    await visitor.disconnect()
+    await console.disconnect()
+
+
+async def test_a_text_whose_doorbell_was_lost_reaches_the_visitor_with_the_next_one(advisor):
+    """A process died between commit and publish: the event never came. The next event shows
+    a gap in the seqs, and the socket reads what it missed from the database."""
+    from advice.realtime import publish
+
+    visitor, _ = await start_visitor()
+    await drain(visitor)
+    conversation = await only_conversation()
+
+    @database_sync_to_async
+    def post_quietly(text: str) -> list[dict]:
+        _message, _created, events = conversation.post(
+            sender=Message.Sender.VISITOR, text=text, client_id=text
+        )
+        return events
+
+    await post_quietly("lost 1")
+    await post_quietly("lost 2")
+    assert await visitor.receive_nothing(timeout=0.3)
+    await publish(await post_quietly("arrives"))
+    frames = of_type(await drain(visitor), "message")
+    assert [(f["seq"], f["text"]) for f in frames] == [(1, "lost 1"), (2, "lost 2"), (3, "arrives")]
     await visitor.disconnect()

@@ -27,10 +27,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -362,17 +362,9 @@ def prism_proxy(upstream: str, timeout: float = 60) -> Iterator[str]:
             raise RuntimeError("Prism did not start:\n" + "".join(lines[-20:]))
         yield f"http://127.0.0.1:{port}"
     finally:
-        with suppress_process_errors():
+        with suppress(ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(10)
-
-
-@contextmanager
-def suppress_process_errors() -> Iterator[None]:
-    try:
-        yield
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
 
 
 # --- fixtures ------------------------------------------------------------------------------------

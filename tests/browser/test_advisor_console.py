@@ -188,6 +188,7 @@ def test_an_advisor_logs_in_takes_a_conversation_talks_and_closes_it(daphne_serv
             "Ended: Closed by the advisor Outcome: Advice given"
         )
         expect(pane.get_by_label("Your message")).to_be_disabled()
+        expect(pane.get_by_role("button", name="Remove from my list")).to_be_focused()
         expect(page.locator("#capacity")).to_have_text("0 of 3 conversations")
         visitor.receive_until("state", status="closed")
         conversation.refresh_from_db()
@@ -391,3 +392,184 @@ def test_the_console_speaks_swedish_to_a_swedish_browser(daphne_server, browser)
         expect(page.get_by_role("heading", name="Logga in")).to_be_visible()
     finally:
         context.close()
+
+
+def test_sms_details_attachments_and_delivery_marks_show_when_the_server_sends_them(
+    daphne_server, console_page
+):
+    """The SMS channel adds optional fields to the frames (a masked number, attachments,
+    delivery states, "delivery" frames). The console's socket here runs through Playwright, which
+    passes the real server's frames on and lets the test add such frames the way the server
+    will send them."""
+    page = console_page
+    sockets: list[Any] = []
+
+    def through(ws: Any) -> None:
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.route_web_socket(re.compile(r"/ws/advisor/$"), through)
+    alice = advisor("alice")
+    log_in(page, daphne_server, alice)
+    visitor = Visitor(daphne_server)
+    try:
+        queue_rows(page).first.get_by_role("button", name="Take").click()
+        pane = open_pane(page)
+        expect(pane.get_by_text("You took the conversation.")).to_be_visible()
+        conversation = Conversation.objects.get()
+        summary = {**conversation.summary(), "channel": "sms", "contact": "+46 70 *** ** 12"}
+        inject = sockets[-1].send
+
+        inject(json.dumps({"type": "conversation", "conversation": summary}))
+        expect(pane.locator('[data-fact="channel"]')).to_have_text("SMS +46 70 *** ** 12")
+        seq = conversation.last_seq
+        inject(json.dumps({
+            "type": "message", "conversation": summary["id"], "seq": seq + 1, "from": "visitor",
+            "sent_at": "2031-03-04T09:00:00+00:00", "text": "Look", "attachments": 2,
+        }))
+        expect(pane.get_by_text("The sender attached 2 items (not shown).")).to_be_visible()
+        inject(json.dumps({
+            "type": "message", "conversation": summary["id"], "seq": seq + 2, "from": "advisor",
+            "advisor": alice.pk, "sent_at": "2031-03-04T09:00:05+00:00", "text": "Got it",
+            "delivery": "queued",
+        }))
+        mine = pane.locator(".entry.mine").filter(has_text="Got it")
+        expect(mine.locator(".delivery")).to_have_text("Waiting to be sent")
+        inject(json.dumps({"type": "delivery", "conversation": summary["id"], "seq": seq + 2,
+                           "delivery": "delivered"}))
+        expect(mine.locator(".delivery")).to_have_text("Delivered")
+        inject(json.dumps({"type": "delivery", "conversation": summary["id"], "seq": seq + 2,
+                           "delivery": "failed", "delivery_error": "The number is unreachable"}))
+        expect(mine.locator(".delivery")).to_have_text(
+            "Not delivered: The number is unreachable"
+        )
+        # A repeated frame (same seq) is dropped, not shown twice.
+        inject(json.dumps({
+            "type": "message", "conversation": summary["id"], "seq": seq + 1, "from": "visitor",
+            "sent_at": "2031-03-04T09:00:00+00:00", "text": "Look", "attachments": 2,
+        }))
+        inject(json.dumps({"type": "conversation", "conversation": {
+            **summary, "status": "closed", "end_reason": "opted_out",
+        }}))
+        expect(pane.locator(".ended-banner")).to_have_text("Ended: The sender texted STOP")
+        expect(pane.locator(".entry .text").filter(has_text="Look")).to_have_count(1)
+
+        # In the queue too: the channel and the masked number.
+        waiting = {**summary, "id": "00000000-0000-4000-8000-000000000001", "status": "waiting",
+                   "end_reason": "", "advisor": None, "taken_at": None}
+        inject(json.dumps({"type": "queue", "waiting": [waiting], "average_wait_seconds": 0}))
+        expect(queue_rows(page).first).to_contain_text("SMS +46 70 *** ** 12")
+        assert page.problems == []
+    finally:
+        visitor.close()
+
+
+def test_a_console_whose_session_ended_while_it_was_away_goes_to_the_login(
+    daphne_server, console_page
+):
+    from django.contrib.sessions.models import Session
+
+    from tests.live import Daphne
+
+    page = console_page
+    alice = advisor("alice")
+    log_in(page, daphne_server, alice)
+    daphne_server.kill()
+    expect(page.locator("#connection")).to_have_text("Connection lost. Reconnecting…")
+    Session.objects.all().delete()
+    restarted = Daphne(port=daphne_server.port, DJANGO_ALLOW_ASYNC_UNSAFE="").start()
+    try:
+        # The socket is refused at the handshake; the page asks and finds itself logged out.
+        expect(page).to_have_url(re.compile(r"/advisor/login/\?ended=revoked$"), timeout=30_000)
+        expect(page.get_by_text("Your session has ended. Log in again.")).to_be_visible()
+    finally:
+        restarted.stop()
+
+
+def test_notes_an_interpreters_link_and_the_earlier_conversation(daphne_server, console_page):
+    from advice import returncodes
+    from advice.models import InterpreterInvitation
+
+    page = console_page
+    alice = advisor("alice")
+    # An earlier conversation, with notes, that a return code linked the new one to.
+    earlier, _token, _events = Conversation.start_web(language="en", writer="young")
+    earlier.take(alice)
+    earlier.post(sender=Message.Sender.VISITOR, text="It is about my brother.", client_id="e1")
+    earlier.close(alice, "social_services")
+    returncodes.save_note(earlier, alice, "Talked about school; wants a call back.")
+    log_in(page, daphne_server, alice)
+    visitor = Visitor(daphne_server)
+    try:
+        expect(queue_rows(page)).to_have_count(1)
+        Conversation.objects.filter(status="waiting").update(previous=earlier)
+        queue_rows(page).first.get_by_role("button", name="Take").click()
+        pane = open_pane(page)
+        expect(pane.get_by_text("You took the conversation.")).to_be_visible()
+        pane.get_by_text("Interpreter link, notes, earlier conversation").click()
+
+        # The earlier conversation, read-only, with its notes.
+        pane.get_by_role("button", name="Read the earlier conversation").click()
+        earlier_box = pane.locator('[data-part="earlier-content"]')
+        expect(earlier_box).to_contain_text("It is about my brother.")
+        expect(earlier_box).to_contain_text("Notes: Talked about school; wants a call back.")
+        expect(earlier_box).to_contain_text("Outcome: Referred to social services")
+
+        # Notes on this one.
+        pane.get_by_label("Notes", exact=True).fill("Calm now; safe at a friend's.")
+        pane.get_by_role("button", name="Save the notes").click()
+        expect(pane.locator('[data-part="notes-status"]')).to_have_text(re.compile(r"^Saved "))
+        current = Conversation.objects.get(status="active")
+        assert returncodes.note_of(current) == "Calm now; safe at a friend's."
+
+        # An interpreter's link: shown once, here; withdrawn again.
+        pane.get_by_role("button", name="Create a link for an interpreter").click()
+        link = pane.locator('[data-part="invite-link"]')
+        expect(link).to_have_value(re.compile(r"/interpreter/#.{40,}$"))
+        expect(pane.locator('[data-part="invite-status"]')).to_contain_text("Link not opened yet")
+        pane.get_by_role("button", name="Withdraw the invitation").click()
+        expect(pane.locator('[data-part="invite-status"]')).to_have_text("Revoked")
+        expect(link).to_be_hidden()
+        assert InterpreterInvitation.objects.get().status == "revoked"
+        expect(pane.get_by_role("button", name="Create a link for an interpreter")).to_be_visible()
+        assert page.problems == []
+    finally:
+        visitor.close()
+
+
+def test_a_supervisor_deactivates_an_advisor_in_the_admin_and_her_console_closes(
+    daphne_server, console_page, browser
+):
+    page = console_page
+    alice = advisor("alice")
+    sara = advisor("sara")
+    sara.is_superuser = True
+    sara.save()
+    log_in(page, daphne_server, alice)
+
+    supervisor = browser.new_context(locale="en-GB")
+    supervisor.route("**/*", _local_only)
+    try:
+        admin_page = supervisor.new_page()
+        admin_page.set_default_timeout(10_000)
+        # The admin's login is the advisor's: password, then the code, then back to the admin.
+        admin_page.goto(daphne_server.url + "/admin/")
+        expect(admin_page).to_have_url(re.compile(r"/advisor/login/\?next="))
+        admin_page.get_by_label("User name").fill("sara")
+        admin_page.get_by_label("Password").fill(PASSWORD)
+        admin_page.get_by_role("button", name="Continue").click()
+        admin_page.get_by_role("textbox", name="Code").fill(totp_now(sara))
+        admin_page.get_by_role("button", name="Log in").click()
+        expect(admin_page).to_have_url(re.compile(r"/admin/$"))
+
+        admin_page.goto(f"{daphne_server.url}/admin/auth/user/{alice.pk}/change/")
+        admin_page.get_by_label("Active").uncheck()
+        admin_page.get_by_role("button", name="Save", exact=True).click()
+        expect(admin_page.locator(".messagelist")).to_contain_text("was changed successfully")
+
+        # Alice's console is shut and sent to the login page.
+        expect(page).to_have_url(re.compile(r"/advisor/login/\?ended=revoked$"))
+        alice.refresh_from_db()
+        assert alice.is_active is False
+    finally:
+        supervisor.close()

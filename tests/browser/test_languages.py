@@ -149,6 +149,21 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_visitor_page(
     assert len(report.pages) == 6
 
 
+@pytest.mark.parametrize("code", ["sv", "ar", "ti"])
+def test_axe_finds_no_serious_violation_in_the_dark_colour_scheme_either(
+    daphne_server, axe_context, code
+):
+    """The pages follow the device's dark mode; its colours must hold their contrast too."""
+    report = AxeReport(code)
+    page = axe_context.new_page()
+    page.emulate_media(color_scheme="dark")
+    base = daphne_server.url + prefix(code)
+    for path, name in [("", "start page"), ("about/", "safety page"), ("chat/", "chat form")]:
+        page.goto(base + path)
+        report.check(page, name)
+    report.assert_clean()
+
+
 # --- the language carries through ---------------------------------------------------------
 
 

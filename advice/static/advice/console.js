@@ -321,6 +321,10 @@
       case "ack": onAck(frame); break;
       case "typing": onTyping(frame); break;
       case "delivery": onDelivery(frame); break;
+      case "interpreter": onInterpreter(frame); break;
+      case "interpreter_link": onInterpreterLink(frame); break;
+      case "note": onNote(frame); break;
+      case "linked_history": onLinkedHistory(frame); break;
       case "error": onError(frame); break;
       default: break;  // "pong", and frames a newer server may add
     }
@@ -484,6 +488,9 @@
       deliveries: {},
       interpreterDirty: false,
       awaitingInterpreter: false,
+      invitation: null,        // the interpreter's invitation, as the server last told
+      inviteLink: "",          // shown once, to this page only
+      notesDirty: false,
       el: {
         tabItem: tabItem,
         tab: tabItem.querySelector(".tab"),
@@ -501,10 +508,24 @@
         closeForm: part(pane, "close-form"),
         outcome: part(pane, "outcome"),
         dismiss: pane.querySelector('[data-action="dismiss"]'),
+        inviteStatus: part(pane, "invite-status"),
+        inviteLinkRow: part(pane, "invite-link-row"),
+        inviteLink: part(pane, "invite-link"),
+        invite: pane.querySelector('[data-action="invite"]'),
+        share: pane.querySelector('[data-action="share"]'),
+        revoke: pane.querySelector('[data-action="revoke"]'),
+        notesForm: part(pane, "notes-form"),
+        notes: part(pane, "notes"),
+        notesStatus: part(pane, "notes-status"),
+        earlier: part(pane, "earlier"),
+        earlierContent: part(pane, "earlier-content"),
       },
     };
     c.el.tab.dataset.id = summary.id;
-    c.el.dismiss.dataset.id = summary.id;
+    pane.querySelectorAll("[data-action]").forEach(function (button) {
+      button.dataset.id = summary.id;
+    });
+    c.el.notes.maxLength = config.max_note_length;
     pane.dataset.id = summary.id;
     c.el.text.maxLength = config.max_length;
     wirePane(c);
@@ -554,6 +575,16 @@
       if (send({ type: "set_interpreter", conversation: c.id, needed: needed, language: language })) {
         c.interpreterDirty = false;
         c.awaitingInterpreter = true;
+      }
+    });
+    c.el.notes.addEventListener("input", function () {
+      c.notesDirty = true;
+      c.el.notesStatus.textContent = S.notes_unsaved;
+    });
+    c.el.notesForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (send({ type: "note", conversation: c.id, text: c.el.notes.value })) {
+        c.notesDirty = false;
       }
     });
     c.el.closeForm.addEventListener("submit", function (event) {
@@ -630,6 +661,8 @@
       c.el.interpreterLanguage.value = s.interpreter_language || "";
       c.el.interpreterLanguage.disabled = c.ended || !s.interpreter_needed;
     }
+    c.el.earlier.hidden = !s.returning;
+    renderInvitation(c);
     if (c.awaitingInterpreter) {
       c.awaitingInterpreter = false;
       notice(S.interpreter_saved);
@@ -664,6 +697,11 @@
     } else if (c.ended && !wasEnded) {
       if (state.openId === c.id) {
         announce(endedText(summary));
+        // The control that had the focus is switched off now: keep the keyboard in the pane.
+        var focused = document.activeElement;
+        if (!focused || focused === document.body || focused.disabled) {
+          c.el.dismiss.focus();
+        }
       } else {
         notice(conversationLabel(summary) + ": " + endedText(summary));
       }
@@ -925,6 +963,138 @@
     part(c.el.tab, "typing").hidden = true;
   }
 
+  // --- the interpreter's invitation, notes, the earlier conversation -------------------------
+
+  var ACTIVE_INVITATION = ["pending", "waiting", "joined"];
+
+  function renderInvitation(c) {
+    var invitation = c.invitation;
+    var status = invitation ? invitation.status : "";
+    var active = ACTIVE_INVITATION.indexOf(status) >= 0;
+    var text = invitation ? label("invitation_status", status) : S.no_invitation;
+    if (status === "pending" && invitation.expires_at) {
+      text += " " + fill(S.invitation_expires, { time: clockTime(invitation.expires_at) });
+    }
+    c.el.inviteStatus.textContent = text;
+    c.el.inviteLinkRow.hidden = !(status === "pending" && c.inviteLink);
+    c.el.inviteLink.value = c.inviteLink;
+    c.el.invite.hidden = active || c.ended || c.summary.channel !== "web";
+    c.el.revoke.hidden = !active || c.ended;
+    c.el.share.hidden = status !== "joined" || c.ended ||
+      (invitation.shared_from_seq !== null && invitation.shared_from_seq !== undefined);
+  }
+
+  function onInterpreter(frame) {
+    var c = state.conversations.get(frame.conversation);
+    if (!c || !frame.invitation) {
+      return;
+    }
+    var before = c.invitation;
+    c.invitation = frame.invitation;
+    if (frame.invitation.status !== "pending") {
+      c.inviteLink = "";  // spent or withdrawn: never shown again
+    }
+    if (before && before.shared_from_seq == null && frame.invitation.shared_from_seq != null) {
+      notice(S.history_shared);
+    }
+    renderInvitation(c);
+  }
+
+  function onInterpreterLink(frame) {
+    var c = state.conversations.get(frame.conversation);
+    if (!c) {
+      return;
+    }
+    c.inviteLink = frame.link || "";
+    if (frame.invitation) {
+      c.invitation = frame.invitation;
+    }
+    renderInvitation(c);
+    c.el.pane.querySelector('[data-part="more"]').open = true;
+    c.el.inviteLink.focus();
+    c.el.inviteLink.select();
+  }
+
+  function copyLink(c) {
+    var link = c.el.inviteLink.value;
+    if (!link) {
+      return;
+    }
+    var done = function () {
+      notice(S.link_copied);
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(link).then(done, function () {
+        c.el.inviteLink.select();
+      });
+    } else {
+      c.el.inviteLink.select();
+      if (document.execCommand("copy")) {
+        done();
+      }
+    }
+  }
+
+  function onNote(frame) {
+    var c = state.conversations.get(frame.conversation);
+    if (!c) {
+      return;
+    }
+    if (!c.notesDirty) {
+      c.el.notes.value = frame.text || "";
+    }
+    c.el.notesStatus.textContent = frame.updated_at
+      ? fill(S.notes_saved, { time: clockTime(frame.updated_at) }) : "";
+  }
+
+  function onLinkedHistory(frame) {
+    var c = state.conversations.get(frame.conversation);
+    if (!c) {
+      return;
+    }
+    var box = c.el.earlierContent;
+    box.textContent = "";
+    var earlier = Array.isArray(frame.earlier) ? frame.earlier : [];
+    if (earlier.length === 0) {
+      var none = document.createElement("p");
+      none.textContent = S.earlier_none;
+      box.appendChild(none);
+      return;
+    }
+    earlier.forEach(function (item) {
+      var section = document.createElement("section");
+      section.className = "earlier-conversation";
+      var heading = document.createElement("h3");
+      var when = item.ended_at ? new Date(item.ended_at) : null;
+      heading.textContent = fill(S.earlier_heading, {
+        time: when && !isNaN(when.getTime())
+          ? when.toLocaleString(document.documentElement.lang || undefined, {
+            dateStyle: "medium", timeStyle: "short",
+          }) : "",
+      });
+      section.appendChild(heading);
+      if (item.summary && item.summary.outcome) {
+        var outcome = document.createElement("p");
+        outcome.textContent = fill(S.outcome, { outcome: label("outcome", item.summary.outcome) });
+        section.appendChild(outcome);
+      }
+      if (item.note) {
+        var note = document.createElement("p");
+        note.className = "earlier-note";
+        note.textContent = fill(S.earlier_note, { text: item.note });
+        section.appendChild(note);
+      }
+      var list = document.createElement("ol");
+      list.className = "stream earlier-stream";
+      var past = { summary: item.summary || {} };
+      (item.messages || []).forEach(function (message) {
+        list.appendChild(buildEntry(past, message));
+      });
+      section.appendChild(list);
+      box.appendChild(section);
+    });
+  }
+
   // --- sending ------------------------------------------------------------------------------
 
   function sendText(c) {
@@ -1044,6 +1214,23 @@
         break;
       case "dismiss":
         dismissConversation(id);
+        break;
+      case "invite":
+        send({ type: "invite_interpreter", conversation: id });
+        break;
+      case "revoke":
+        send({ type: "revoke_interpreter", conversation: id });
+        break;
+      case "share":
+        send({ type: "share_with_interpreter", conversation: id, from_seq: 1 });
+        break;
+      case "copy-link":
+        if (state.conversations.has(id)) {
+          copyLink(state.conversations.get(id));
+        }
+        break;
+      case "earlier":
+        send({ type: "linked_history", conversation: id });
         break;
       default:
         break;

@@ -117,7 +117,7 @@
 
   function showState(frame) {
     if (frame.language) {
-      languageEl.textContent = S.language + " " + frame.language;
+      languageEl.textContent = S.language + " " + ((config.languages || {})[frame.language] || frame.language);
       languageEl.hidden = false;
     }
     var status = frame.status;

@@ -1,0 +1,132 @@
+"""The ASGI fast path in front of Django (sms/asgi.py, wired in asgi.py): the same answers as
+the Django views, through the project's real ASGI application, and everything else still
+reaches Django."""
+
+from urllib.parse import urlencode
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import HttpCommunicator
+
+from sms.models import InboundSms
+from tests.twilio_peer import BASE_URL, inbound_fields, new_sid, sign, status_fields
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SENDER = "+46701234567"
+FORM = b"application/x-www-form-urlencoded; charset=utf-8"
+
+
+def application():
+    from asgi import application as app
+
+    return app
+
+
+async def post(path, fields, *, signature=None, url=None, headers=(), body=None,
+               method="POST"):
+    if signature is None:
+        signature = sign(url or BASE_URL + path, fields)
+    all_headers = [(b"content-type", FORM), (b"host", b"127.0.0.1"), *headers]
+    if signature:
+        all_headers.append((b"x-twilio-signature", signature.encode()))
+    communicator = HttpCommunicator(
+        application(), method, path,
+        body=urlencode(fields).encode() if body is None else body, headers=all_headers,
+    )
+    response = await communicator.get_response(timeout=10)
+    response["headers"] = {k.decode().lower(): v.decode() for k, v in response["headers"]}
+    return response
+
+
+async def stored():
+    return await database_sync_to_async(InboundSms.objects.count)()
+
+
+async def test_a_signed_text_is_stored_and_acknowledged_without_django(sms_on):
+    response = await post("/sms/inbound", inbound_fields(sender=SENDER, body="hej"))
+    assert response["status"] == 200
+    assert response["headers"]["content-type"].startswith("text/xml")
+    assert response["headers"]["cache-control"] == "no-store"
+    assert response["headers"]["x-content-type-options"] == "nosniff"
+    assert b"<Message" in response["body"]
+    assert await stored() == 1
+
+
+async def test_the_same_message_sid_twice_is_stored_once(sms_on):
+    fields = inbound_fields(sender=SENDER, body="hej")
+    first, again = await post("/sms/inbound", fields), await post("/sms/inbound", fields)
+    assert (first["status"], again["status"]) == (200, 200)
+    assert await stored() == 1
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("unsigned", 403), ("wrong token", 403), ("another url", 403), ("changed body", 403),
+    ("malformed From", 400), ("missing Body", 400), ("unknown To", 404), ("not a form", 415),
+    ("too large", 413),
+])
+async def test_bad_input_gets_the_same_answers_as_through_django(sms_on, case, expected):
+    fields = inbound_fields(sender=SENDER, body="hej")
+    kwargs = {}
+    if case == "unsigned":
+        kwargs["signature"] = ""
+    elif case == "wrong token":
+        kwargs["signature"] = sign(BASE_URL + "/sms/inbound", fields, token="nope")
+    elif case == "another url":
+        kwargs["url"] = "http://127.0.0.1/sms/inbound"
+    elif case == "changed body":
+        kwargs["signature"] = sign(BASE_URL + "/sms/inbound", fields)
+        fields = {**fields, "Body": "ändrad"}
+    elif case == "malformed From":
+        fields = {**fields, "From": "whatsapp:+46701234567"}
+    elif case == "missing Body":
+        fields = {k: v for k, v in fields.items() if k != "Body"}
+    elif case == "unknown To":
+        fields = {**fields, "To": "+46109999999"}
+    elif case == "not a form":
+        kwargs["headers"] = [(b"content-type", b"application/json")]
+        kwargs["signature"] = sign(BASE_URL + "/sms/inbound", {})
+        kwargs["body"] = b'{"Body": "hej"}'
+    elif case == "too large":
+        kwargs["body"] = b"Body=" + b"x" * 3_000_000
+    response = await post("/sms/inbound", fields, **kwargs)
+    assert response["status"] == expected
+    assert await stored() == 0
+
+
+async def test_spoofed_host_and_forwarded_headers_do_not_change_the_signed_url(sms_on):
+    response = await post(
+        "/sms/inbound", inbound_fields(sender=SENDER, body="hej"),
+        headers=[(b"x-forwarded-host", b"attacker.example"), (b"x-forwarded-proto", b"http")],
+    )
+    assert response["status"] == 200
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_other_methods_get_405(sms_on, method):
+    response = await post("/sms/status", {}, method=method, body=b"")
+    assert response["status"] == 405
+    assert response["headers"]["allow"] == "POST"
+
+
+async def test_with_the_sms_channel_off_the_fast_path_answers_404(settings):
+    settings.SMS_ENABLED = False
+    response = await post("/sms/inbound", inbound_fields(sender=SENDER, body="hej"))
+    assert response["status"] == 404
+    assert await stored() == 0
+
+
+async def test_a_status_callback_is_answered_204(sms_on):
+    response = await post("/sms/status?ack=1",
+                          status_fields(sid=new_sid(), status="sent", to=SENDER))
+    assert response["status"] == 204
+
+
+async def test_every_other_path_still_reaches_django(sms_on):
+    communicator = HttpCommunicator(application(), "GET", "/", headers=[(b"host", b"127.0.0.1")])
+    response = await communicator.get_response(timeout=10)
+    assert response["status"] == 200
+    communicator = HttpCommunicator(application(), "POST", "/sms/inbound/",
+                                    headers=[(b"host", b"127.0.0.1")])
+    response = await communicator.get_response(timeout=10)
+    assert response["status"] == 404  # Django's answer: not one of the webhooks' paths
