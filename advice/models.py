@@ -595,10 +595,19 @@ class QueueSnapshot:
 
     waiting: list[Conversation] = field(default_factory=list)
     average_wait_seconds: int = 0
+    # Every waiting conversation's id in queue order (`waiting` holds the first 500 only), so
+    # every waiting visitor learns their place, however long the queue.
+    order: list[int] | None = None
+    # What the sockets of a process build from this snapshot once and share (advice.sockets).
+    shared: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls) -> QueueSnapshot:
         waiting = list(Conversation.objects.in_queue_order().select_related(None)[:500])
+        order = (
+            [c.pk for c in waiting] if len(waiting) < 500
+            else list(Conversation.objects.in_queue_order().values_list("pk", flat=True))
+        )
         recent = list(
             Conversation.objects.filter(
                 taken_at__isnull=False, taken_at__gte=timezone.now() - timedelta(hours=3)
@@ -607,12 +616,19 @@ class QueueSnapshot:
         average = (
             int(sum((t - c).total_seconds() for c, t in recent) / len(recent)) if recent else 0
         )
-        return cls(waiting=waiting, average_wait_seconds=average)
+        return cls(waiting=waiting, average_wait_seconds=average, order=order)
 
     def position_of(self, conversation_id: int) -> int | None:
         if not hasattr(self, "_positions"):
-            self._positions = {c.pk: i + 1 for i, c in enumerate(self.waiting)}
+            order = self.order if self.order is not None else [c.pk for c in self.waiting]
+            self._positions = {pk: i + 1 for i, pk in enumerate(order)}
         return self._positions.get(conversation_id)
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """The waiting conversations' summaries, built once for all the advisors."""
+        if "summaries" not in self.shared:
+            self.shared["summaries"] = [c.summary() for c in self.waiting]
+        return self.shared["summaries"]
 
     def estimated_wait(self, position: int) -> int:
         """Seconds: the recent average wait, scaled by the place in the queue. With no recent

@@ -134,6 +134,18 @@ def stored_once(sids: list[str]) -> tuple[int, int]:
     return len(sids), found
 
 
+def drained_within(limit: float) -> float | None:
+    """Seconds until no stored text waits for the worker (None: not within `limit`)."""
+    from sms.models import InboundSms
+
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if not InboundSms.objects.filter(processed_at__isnull=True).exists():
+            return round(time.monotonic() - started, 2)
+        time.sleep(0.2)
+    return None
+
+
 async def scenario(stack: Any, *, rates: list[float], duration: float,
                    worker: bool = False) -> list[dict[str, Any]]:
     """Run on a started `bench.stack.Stack` (its database migrated, Django set up here)."""
@@ -162,13 +174,18 @@ async def scenario(stack: Any, *, rates: list[float], duration: float,
             cpu_before = server.cpu_seconds()
             result = await offer(base_url, rate, duration, requests)
             cpu = server.cpu_seconds() - cpu_before
-            answered, stored = await sync_to_async(stored_once)(result.pop("_sids"))
-            lines.append({
+            sids = result.pop("_sids")
+            answered, stored = await sync_to_async(stored_once)(sids)
+            line = {
                 "scenario": "sms", "processes": 1, "worker": worker, **result,
                 "stored": stored, "lost": answered - stored,
                 "server_cpu_s": round(cpu, 2),
                 "server_cpu_ms_per_webhook": round(1000 * cpu / max(1, result["ok"]), 2),
-            })
+            }
+            if worker:
+                # How long after the last webhook the worker had every text in a conversation.
+                line["worker_backlog_drained_s"] = await sync_to_async(drained_within)(60.0)
+            lines.append(line)
             await asyncio.sleep(1.0)
     finally:
         if worker_process is not None:

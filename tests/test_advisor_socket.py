@@ -344,6 +344,24 @@ async def test_a_reconnecting_console_resumes_each_conversation_from_its_last_se
         await socket.disconnect()
 
 
-async def test_an_advisor_without_a_verified_session_is_refused_during_the_handshake(advisor):
-    _console, connected = await advisor_socket(advisor, verified=False)
-    assert connected is False
+async def test_naming_another_advisors_conversation_in_resume_follows_nothing(
+    advisor, other_advisor,
+):
+    visitor = await start_visitor()
+    alice = await console_for(advisor)
+    [waiting] = await settled_queue(alice)
+    await alice.send_json_to({"type": "take", "conversation": waiting["id"]})
+    await receive_until(alice, "message", event="advisor_joined")
+    await visitor.send_json_to({"type": "send", "client_id": "v", "text": "bara för Alice"})
+    await receive_until(visitor, "ack")
+
+    bob = await console_for(other_advisor)
+    await bob.send_json_to({"type": "resume", "conversations": {waiting["id"]: 0}})
+    frames = await drain(bob)
+    assert [f for f in frames if f["type"] not in ("queue",)] == []
+    await visitor.send_json_to({"type": "send", "client_id": "v2", "text": "också bara för Alice"})
+    await receive_until(alice, "message", text="också bara för Alice")
+    assert not [f for f in await drain(bob) if f["type"] != "queue"]
+    for socket in (visitor, alice, bob):
+        await socket.disconnect()
+

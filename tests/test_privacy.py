@@ -116,6 +116,19 @@ def encrypted_columns_in_use(conversation: Conversation) -> dict[str, str]:
             note_body=crypto.encrypt("anteckning om samtalet")
         )
         written["note"] = "anteckning om samtalet"
+    if apps.is_installed("sms"):
+        from sms.models import InboundSms, SmsThread
+
+        SmsThread.objects.create(
+            conversation=conversation, sender_hash="h" * 64,
+            sender=crypto.encrypt("+46701234567"), line_number="+46700000000",
+        )
+        InboundSms.objects.create(
+            message_sid="SM" + "0" * 32, sender_hash="h" * 64,
+            sender=crypto.encrypt("+46701234567"), line_number="+46700000000",
+            body=crypto.encrypt("ett sms om hjälp"),
+        )
+        written.update({"thread": "+46701234567", "inbound": "+46701234567 ett sms om hjälp"})
     return written
 
 
@@ -125,6 +138,12 @@ def read_encrypted_columns(conversation: Conversation) -> dict[str, str]:
     read = {}
     if hasattr(Conversation, "note_body"):
         read["note"] = crypto.decrypt(Conversation.objects.get(pk=conversation.pk).note_body)
+    if apps.is_installed("sms"):
+        from sms.models import InboundSms, SmsThread
+
+        read["thread"] = crypto.decrypt(SmsThread.objects.get().sender)
+        inbound = InboundSms.objects.get()
+        read["inbound"] = f"{crypto.decrypt(inbound.sender)} {crypto.decrypt(inbound.body)}"
     return read
 
 
@@ -147,6 +166,10 @@ def test_rotate_keys_re_encrypts_everything_so_that_only_the_new_key_is_needed(d
 
     out = _run_rotate("--batch-size", "3")
     assert "advice.Message.body: 7 re-encrypted, 1 already under the newest key" in out
+    columns = {"note": ["advice.Conversation.note_body"], "thread": ["sms.SmsThread.sender"],
+               "inbound": ["sms.InboundSms.sender", "sms.InboundSms.body"]}
+    for column in (c for written in others for c in columns[written]):
+        assert f"{column}: 1 re-encrypted" in out
     # Nothing but names and counts is printed.
     assert not any(text in out for text in texts)
 

@@ -69,6 +69,22 @@ def daphne_server(browser, transactional_db):
         yield server
 
 
+@pytest.fixture(scope="module")
+def _module_daphne(browser, django_db_setup) -> Iterator[Any]:
+    from tests.live import daphne
+
+    with daphne(DJANGO_ALLOW_ASYNC_UNSAFE="") as server:
+        yield server
+
+
+@pytest.fixture
+def shared_server(_module_daphne, transactional_db):
+    """One Daphne process for all the tests of a module (starting one takes seconds), on the
+    test database, emptied after each test. For tests that stop or kill their server, use
+    `daphne_server`: a process of their own."""
+    return _module_daphne
+
+
 def _local_only(route: Any) -> None:
     """Nothing leaves the machine: requests to anything but 127.0.0.1 are refused (tests that
     expect an outbound navigation route it themselves, before this catch-all)."""

@@ -13,16 +13,16 @@ from tests.factories import make_advisor
 pytestmark = pytest.mark.browser
 
 
-def test_a_visitor_starts_a_chat_and_sees_their_place_in_the_queue(daphne_server, context):
+def test_a_visitor_starts_a_chat_and_sees_their_place_in_the_queue(shared_server, context):
     first, second = context.browser.new_context(), context.browser.new_context()
     try:
         page_one, page_two = first.new_page(), second.new_page()
-        start_chat(page_one, daphne_server)
+        start_chat(page_one, shared_server)
         expect(page_one.locator("[data-queue-position]")).to_have_text("You are next in the queue.")
         expect(page_one.locator("[data-queue-wait]")).to_contain_text("Estimated wait")
         expect(page_one.get_by_text("If you are in danger now, call 112.").first).to_be_visible()
 
-        start_chat(page_two, daphne_server, path="/chat/".replace("/chat/", "/en/chat/"))
+        start_chat(page_two, shared_server)
         expect(page_two.locator("[data-queue-position]")).to_have_text(
             "You are number 2 in the queue."
         )
@@ -43,9 +43,9 @@ def test_a_visitor_starts_a_chat_and_sees_their_place_in_the_queue(daphne_server
 
 
 def test_the_token_lives_only_in_session_storage_and_no_cookie_outlives_the_browser(
-    daphne_server, page
+    shared_server, page
 ):
-    start_chat(page, daphne_server)
+    start_chat(page, shared_server)
     token = token_of(page)
     assert token and len(token) >= 22
     assert token not in page.url
@@ -56,24 +56,24 @@ def test_the_token_lives_only_in_session_storage_and_no_cookie_outlives_the_brow
         assert token not in cookie["value"]
 
 
-def test_an_urgent_answer_puts_the_visitor_first(daphne_server, context):
-    start_chat(context.new_page(), daphne_server)
+def test_an_urgent_answer_puts_the_visitor_first(shared_server, context):
+    start_chat(context.new_page(), shared_server)
     urgent = context.browser.new_context()
     try:
         page = urgent.new_page()
-        start_chat(page, daphne_server, safe_now="no")
+        start_chat(page, shared_server, safe_now="no")
         expect(page.locator("[data-queue-position]")).to_have_text("You are next in the queue.")
         assert Conversation.objects.get(safe_now="no").urgent
     finally:
         urgent.close()
 
 
-def test_a_visitor_and_an_advisor_talk_live_with_typing_shown_both_ways(daphne_server, page):
+def test_a_visitor_and_an_advisor_talk_live_with_typing_shown_both_ways(shared_server, page):
     alice = make_advisor("alice")
-    start_chat(page, daphne_server)
+    start_chat(page, shared_server)
     history_length = page.evaluate("() => history.length")
     title = page.title()
-    advisor = Advisor(daphne_server, alice)
+    advisor = Advisor(shared_server, alice)
     try:
         conversation = advisor.take_first_waiting()
         expect(page.get_by_role("heading", name="You are chatting with an advisor")).to_be_visible()
@@ -90,7 +90,8 @@ def test_a_visitor_and_an_advisor_talk_live_with_typing_shown_both_ways(daphne_s
         expect(page.get_by_text("The advisor is writing…")).to_be_visible()
         advisor.send({"type": "send", "conversation": conversation, "client_id": "a1",
                       "text": "Hej! Jag finns här."})
-        expect(page.locator(".message--theirs").filter(has_text="Hej! Jag finns här.")).to_be_visible()
+        reply = page.locator(".message--theirs").filter(has_text="Hej! Jag finns här.")
+        expect(reply).to_be_visible()
         expect(page.get_by_text("The advisor is writing…")).to_be_hidden()
 
         # Neither the title nor the history changes while chatting (QE-10, QE-13).
@@ -106,10 +107,10 @@ def test_a_visitor_and_an_advisor_talk_live_with_typing_shown_both_ways(daphne_s
         advisor.close()
 
 
-def test_the_visitor_ends_an_active_chat(daphne_server, page):
+def test_the_visitor_ends_an_active_chat(shared_server, page):
     alice = make_advisor("alice")
-    start_chat(page, daphne_server)
-    advisor = Advisor(daphne_server, alice)
+    start_chat(page, shared_server)
+    advisor = Advisor(shared_server, alice)
     try:
         conversation = advisor.take_first_waiting()
         expect(page.get_by_role("heading", name="You are chatting with an advisor")).to_be_visible()
@@ -126,10 +127,10 @@ def test_the_visitor_ends_an_active_chat(daphne_server, page):
         advisor.close()
 
 
-def test_a_reload_keeps_the_conversation_and_shows_no_message_twice(daphne_server, page):
+def test_a_reload_keeps_the_conversation_and_shows_no_message_twice(shared_server, page):
     alice = make_advisor("alice")
-    start_chat(page, daphne_server)
-    advisor = Advisor(daphne_server, alice)
+    start_chat(page, shared_server)
+    advisor = Advisor(shared_server, alice)
     try:
         conversation = advisor.take_first_waiting()
         send_message(page, "första")
