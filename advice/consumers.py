@@ -32,7 +32,14 @@ from advice.choices import INTERPRETER_LANGUAGES, Channel, Outcome
 from advice.console_frames import InterpreterAndNoteFrames
 from advice.models import AdvisorProfile, Conversation, DomainError, Message, QueueSnapshot
 from advice.realtime import publish
-from advice.sockets import JsonSocket, ProtocolError, client_id_field, field, seq_field
+from advice.sockets import (
+    JsonSocket,
+    ProtocolError,
+    client_id_field,
+    encode_frame,
+    field,
+    seq_field,
+)
 from sms.contacts import with_contacts
 
 MAX_RESUME_CONVERSATIONS = 100
@@ -226,13 +233,17 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
             await self._session_still_running()
 
     async def on_queue(self, snapshot: QueueSnapshot) -> None:
-        await self.send_frame({
-            "type": "queue",
-            "waiting": await self._with_contacts(
-                [c.summary() for c in snapshot.waiting], cache=snapshot
-            ),
-            "average_wait_seconds": snapshot.average_wait_seconds,
-        })
+        # Encoded once per snapshot (and per right to see numbers) for all the advisors of the
+        # process: with many advisors and a long queue, per-socket encoding costs seconds.
+        key = ("advisor-queue", self.profile.can_see_phone_numbers)
+        text = snapshot.shared.get(key)
+        if text is None:
+            text = snapshot.shared[key] = encode_frame({
+                "type": "queue",
+                "waiting": await self._with_contacts(snapshot.summaries(), cache=snapshot),
+                "average_wait_seconds": snapshot.average_wait_seconds,
+            })
+        await self.send_text(text)
 
     def message_frame(self, event: dict[str, Any]) -> dict[str, Any]:
         frame = {

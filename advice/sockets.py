@@ -13,6 +13,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from advice import fastpath
 from advice.models import Conversation, DomainError, QueueSnapshot
 from advice.realtime import get_hub
 
@@ -24,6 +25,9 @@ RATE_BURST = 30
 RATE_PER_SECOND = 10
 # Frames larger than this are refused before parsing (the longest text is 4,000 characters).
 MAX_FRAME_BYTES = 64 * 1024
+# Close code for a socket whose client cannot keep up (it does not read, or reads too slowly):
+# its client reconnects and resumes from its last seq, so nothing is lost.
+TOO_SLOW = 4429
 
 
 class ProtocolError(DomainError):
@@ -99,12 +103,21 @@ def seq_field(frame: dict[str, Any], name: str = "last_seq") -> int:
     return value
 
 
+def encode_frame(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
 class JsonSocket(AsyncWebsocketConsumer):
     """A socket that speaks the JSON protocol of docs/protocol.md."""
 
     # Frame types this socket accepts, each handled by `handle_<type>`.
     frame_types: frozenset[str] = frozenset()
     advisor_id: int | None = None
+    # No channel of its own on the channel layer: the hub hands events to the socket directly,
+    # and only the hub (one per process) listens on the layer. (A layer alias that is not
+    # configured gives None; on the pub/sub layer a channel per socket would cost a Redis
+    # SUBSCRIBE per connection and a Redis round trip per message.)
+    channel_layer_alias = "advice.sockets:none"
 
     async def connect(self) -> None:
         self.hub = get_hub()
@@ -114,6 +127,8 @@ class JsonSocket(AsyncWebsocketConsumer):
         # Per conversation: the highest seq this socket has sent on, so nothing goes out twice
         # and a gap is noticed.
         self.delivered: dict[int, int] = {}
+        # The conversations followed, for reading their streams.
+        self.following: dict[int, Conversation] = {}
         self.stream_lock = asyncio.Lock()
         self.closed = False
         await self.hub.start()
@@ -145,8 +160,38 @@ class JsonSocket(AsyncWebsocketConsumer):
         await self.send_frame({"type": "pong"})
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send_text(encode_frame(frame))
+
+    async def send_text(self, text: str) -> None:
+        """Send a frame already encoded (one encoding shared by many sockets)."""
         if not self.closed:
-            await self.send(text_data=json.dumps(frame, ensure_ascii=False, separators=(",", ":")))
+            await self.send(text_data=text)
+            if self._unsent_bytes() > settings.SOCKET_SEND_BUFFER_BYTES:
+                await self._close_too_slow()
+
+    def on_overflow(self) -> None:
+        """The hub has more events waiting for this socket than it keeps (advice.realtime)."""
+        if not self.closed:
+            self._closing = asyncio.ensure_future(self._close_too_slow())
+
+    async def _close_too_slow(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.hub.remove(self)
+            await self.close(code=TOO_SLOW)
+
+    def _unsent_bytes(self) -> int:
+        """Bytes the server holds for this client that the client has not taken yet: Daphne
+        hands frames to a Twisted transport, which buffers without limit what the network
+        does not take. Zero where that cannot be seen (another server, the test
+        communicator)."""
+        protocol = getattr(self.base_send, "args", (None,))[0]
+        transport = getattr(protocol, "transport", None)
+        if transport is None:
+            return 0
+        pending = getattr(transport, "_tempDataLen", 0)
+        data = getattr(transport, "dataBuffer", b"")
+        return pending + len(data) - getattr(transport, "offset", 0)
 
     def _take_token(self) -> bool:
         now = time.monotonic()
@@ -176,6 +221,7 @@ class JsonSocket(AsyncWebsocketConsumer):
         """Start following a conversation: subscribe first (so nothing published from now on is
         missed), then send what came after `after_seq` from the database."""
         self.hub.subscribe(conversation.pk, self)
+        self.following[conversation.pk] = conversation
         async with self.stream_lock:
             self.delivered[conversation.pk] = max(after_seq, self.delivered.get(conversation.pk, 0))
             await self._catch_up(conversation.pk)
@@ -183,6 +229,7 @@ class JsonSocket(AsyncWebsocketConsumer):
     def unfollow(self, conversation_id: int) -> None:
         self.hub.unsubscribe(conversation_id, self)
         self.delivered.pop(conversation_id, None)
+        self.following.pop(conversation_id, None)
 
     async def on_message_event(self, event: dict[str, Any]) -> None:
         conversation_id = event["conversation"]
@@ -201,7 +248,11 @@ class JsonSocket(AsyncWebsocketConsumer):
     async def _catch_up(self, conversation_id: int) -> None:
         while True:
             after = self.delivered[conversation_id]
-            entries = await database_sync_to_async(_entries_after)(conversation_id, after)
+            conversation = self.following.get(conversation_id)
+            if conversation is None:
+                entries = await database_sync_to_async(_entries_after)(conversation_id, after)
+            else:
+                entries = await fastpath.entries_after(conversation, after)
             for entry in entries:
                 await self.send_frame(self.message_frame(entry))
                 self.delivered[conversation_id] = entry["seq"]

@@ -21,6 +21,8 @@ now = time.perf_counter
 # time travel in the text, so latency is measured on the far side without a clock of its own.
 PADDING = "x" * 80
 MESSAGE_IDS = itertools.count(1)
+HEARTBEAT_SECONDS = 25
+SKIPPED = ('{"type":"pong"',)
 # Error frames the server sent, by code, for the report.
 ERRORS: dict[str, int] = {}
 
@@ -100,6 +102,17 @@ class Socket:
         )
         self.closed_event = asyncio.Event()
         self.reader = asyncio.create_task(self._read())
+        self.heartbeat = asyncio.create_task(self._beat(self.ws))
+
+    async def _beat(self, ws: Any) -> None:
+        """The clients' heartbeat (docs/protocol.md): a ping frame now and then keeps an idle
+        socket from being closed as dead."""
+        try:
+            while True:
+                await asyncio.sleep(HEARTBEAT_SECONDS)
+                await ws.send('{"type":"ping"}')
+        except (ConnectionClosed, asyncio.CancelledError):
+            pass
 
     async def open_somewhere(self, deadline: float) -> None:
         """Connect to the current address, or the next, until one answers."""
@@ -117,7 +130,8 @@ class Socket:
     async def _read(self) -> None:
         try:
             async for raw in self.ws:
-                if self.skip_prefixes and raw.startswith(self.skip_prefixes):
+                if raw.startswith(SKIPPED) or (
+                        self.skip_prefixes and raw.startswith(self.skip_prefixes)):
                     continue
                 frame = json.loads(raw)
                 if frame["type"] == "error":
@@ -150,6 +164,8 @@ class Socket:
         await self.ws.send(json.dumps(frame, separators=(",", ":")))
 
     async def close(self) -> None:
+        if getattr(self, "heartbeat", None) is not None:
+            self.heartbeat.cancel()
         if self.ws is not None:
             await self.ws.close()
         if self.reader is not None:

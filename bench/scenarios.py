@@ -115,10 +115,6 @@ async def open_pairs(urls_for_visitors: list[str], urls_for_advisors: list[str],
         hello = advisor.wait_for(lambda f: f["type"] == "hello")
         await hello
 
-    results = await gather_limited([open_advisor(a) for a in advisors], 50)
-    failures += sum(1 for r in results if isinstance(r, BaseException))
-    note_errors(results)
-
     visitors = [Visitor([urls_for_visitors[i % len(urls_for_visitors)]], origin_of, ledger)
                 for i in range(count)]
     queue: asyncio.Queue[tuple[Visitor, Advisor]] = asyncio.Queue()
@@ -126,10 +122,13 @@ async def open_pairs(urls_for_visitors: list[str], urls_for_advisors: list[str],
         queue.put_nowait(pair)
 
     async def lane() -> None:
+        # Advisor, visitor, take: the queue (which every advisor is sent whole at each
+        # change) stays a few conversations long.
         nonlocal failures
         while not queue.empty():
             visitor, advisor = queue.get_nowait()
             try:
+                await open_advisor(advisor)
                 await visitor.open()
                 await visitor.start()
                 taken = advisor.wait_for(
@@ -214,7 +213,8 @@ async def run_rates(senders: list[Any], rates: list[float], duration: float, led
         elapsed = now() - started
         cpu = server.cpu_seconds() - cpu_before
         results.append({**measured(ledger, sent), "offered_rate": rate,
-                        "server_cpu": round(cpu / elapsed, 2)})
+                        "server_cpu": round(cpu / elapsed, 2),
+                        "server_cpu_ms_per_msg": round(1000 * cpu / max(1, sent), 3)})
         await asyncio.sleep(0.5)
     return results
 
@@ -288,6 +288,7 @@ async def steady(stack: Stack, *, conversations: int, rates: list[float],
             "relay_lost": bare["lost"],
             "relay_connect_failures": relay_failures,
             "relay_server_cpu": bare["server_cpu"],
+            "relay_server_cpu_ms_per_msg": bare["server_cpu_ms_per_msg"],
         })
     return lines
 

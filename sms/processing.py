@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from advice import crypto
 from advice.models import Conversation, Message
-from sms.inbound import START_WORDS, STOP_WORDS, keyword
-from sms.models import InboundSms, SmsNumber, SmsOptOut, SmsThread
+from sms.inbound import START_WORDS, STOP_WORDS, keyword, line_county
+from sms.models import InboundSms, SmsOptOut, SmsThread
 from sms.outbox import schedule_deletion
 
 
@@ -27,8 +27,8 @@ def shown_text(body: str, num_media: int) -> str:
 
 
 def _county_of(line_number: str) -> str:
-    county = SmsNumber.objects.filter(number=line_number).values_list("county", flat=True).first()
-    return county or ""
+    # The webhook accepted the number; it may have been deactivated since, so no county then.
+    return line_county(line_number) or ""
 
 
 def _current_thread(sender_hash: str) -> tuple[SmsThread | None, Conversation | None]:

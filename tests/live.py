@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,11 +44,16 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 20) -> None:
+def wait_for_port(
+    port: int, process: subprocess.Popen, timeout: float = 20, log_path: str | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the server exited early with code {process.returncode}")
+            output = ""
+            if log_path is not None:
+                output = Path(log_path).read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the server exited early with code {process.returncode}:\n{output}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -65,14 +71,21 @@ class Daphne:
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         self.env = child_env(**env)
         self.process: subprocess.Popen | None = None
+        self.log_path = tempfile.mkstemp(prefix="daphne-", suffix=".log")[1]
+
+    def output(self) -> str:
+        """What the server printed (it logs no client addresses: -v 0)."""
+        return Path(self.log_path).read_text(errors="replace")
 
     def start(self) -> Daphne:
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop/kill)
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            # A file, not a pipe: a pipe nobody reads would block the server once it is full.
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_for_port(self.port, self.process)
+        wait_for_port(self.port, self.process, log_path=self.log_path)
         return self
 
     def kill(self) -> None:
@@ -80,6 +93,7 @@ class Daphne:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+        self.log.close()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -88,6 +102,7 @@ class Daphne:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self.log.close()
 
 
 @contextmanager

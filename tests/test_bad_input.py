@@ -8,10 +8,8 @@ import re
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -473,26 +471,20 @@ def advisor_frames(mine: str, waiting: str) -> st.SearchStrategy:
     )
 
 
-def fuzz_one(open_socket, raw: str) -> list[dict[str, Any]]:
+async def fuzz_one(communicator: WebsocketCommunicator, raw: str) -> None:
     """One fuzzed frame on a fresh socket: every reply is well formed, the socket survives, and
     a frame answered with an error leaves the database as it was."""
-
-    async def scenario() -> list[dict[str, Any]]:
-        communicator = await open_socket()
-        await replies_until_pong(communicator)  # what a fresh socket gets first
-        before = await snapshot()
-        await communicator.send_to(text_data=raw)
-        replies = await replies_until_pong(communicator)
-        for frame in replies:
-            assert_well_formed(frame)
-        errors = [f for f in replies if f["type"] == "error"]
-        if errors:
-            assert len(errors) == 1, replies
-            assert await snapshot() == before, (raw, errors)
-        await communicator.disconnect()
-        return replies
-
-    return async_to_sync(scenario)()
+    await replies_until_pong(communicator)  # what a fresh socket gets first
+    before = await snapshot()
+    await communicator.send_to(text_data=raw)
+    replies = await replies_until_pong(communicator)
+    for frame in replies:
+        assert_well_formed(frame)
+    errors = [f for f in replies if f["type"] == "error"]
+    if errors:
+        assert len(errors) == 1, replies
+        assert await snapshot() == before, (raw, errors)
+    await communicator.disconnect()
 
 
 def fuzz(examples: int):
@@ -504,22 +496,21 @@ def fuzz(examples: int):
 
 @fuzz(80)
 @given(data=st.data())
-def test_fuzzed_frames_on_the_visitor_socket_get_well_formed_replies_and_write_nothing_when_refused(
+async def test_fuzzed_visitor_frames_get_well_formed_replies_and_refused_ones_write_nothing(
     transactional_db, data,
 ):
-    # A fresh waiting conversation each time: an earlier "leave" must not end the fuzzing.
-    Conversation.objects.all().delete()
-    _conversation, token, _events = Conversation.start_web(language="sv", writer="young")
+    @database_sync_to_async
+    def fresh_conversation() -> str:
+        # A fresh waiting conversation each time: an earlier "leave" must not end the fuzzing.
+        Conversation.objects.all().delete()
+        return Conversation.start_web(language="sv", writer="young")[1]
+
+    token = await fresh_conversation()
     raw = data.draw(fuzzed(visitor_frames(token)), label="frame")
-
-    async def open_socket() -> WebsocketCommunicator:
-        visitor = await visitor_socket()
-        if '"start"' not in raw:
-            await visitor.send_json_to({"type": "resume", "token": token})
-        return visitor
-
-    fuzz_one(open_socket, raw)
-    connection.close()
+    visitor = await visitor_socket()
+    if '"start"' not in raw:
+        await visitor.send_json_to({"type": "resume", "token": token})
+    await fuzz_one(visitor, raw)
 
 
 @pytest.fixture
@@ -530,23 +521,22 @@ def tireless_advisor(transactional_db) -> Any:
 
 @fuzz(60)
 @given(data=st.data())
-def test_fuzzed_frames_on_the_advisor_socket_get_well_formed_replies_and_write_nothing_when_refused(
+async def test_fuzzed_advisor_frames_get_well_formed_replies_and_refused_ones_write_nothing(
     tireless_advisor, data,
 ):
     advisor = tireless_advisor
-    # Fresh conversations each time, and a short queue (each socket loads it).
-    Conversation.objects.all().delete()
-    mine, _token, _events = Conversation.start_web(language="sv", writer="young")
-    mine.take(advisor)
-    waiting, _token, _events = Conversation.start_web(language="en", writer="other")
-    raw = data.draw(
-        fuzzed(advisor_frames(str(mine.public_id), str(waiting.public_id))), label="frame"
-    )
 
-    async def open_socket() -> WebsocketCommunicator:
-        console, connected = await advisor_socket(advisor)
-        assert connected
-        return console
+    @database_sync_to_async
+    def fresh_conversations() -> tuple[str, str]:
+        # Fresh conversations each time, and a short queue (each socket loads it).
+        Conversation.objects.all().delete()
+        mine, _token, _events = Conversation.start_web(language="sv", writer="young")
+        mine.take(advisor)
+        waiting, _token, _events = Conversation.start_web(language="en", writer="other")
+        return str(mine.public_id), str(waiting.public_id)
 
-    fuzz_one(open_socket, raw)
-    connection.close()
+    mine, waiting = await fresh_conversations()
+    raw = data.draw(fuzzed(advisor_frames(mine, waiting)), label="frame")
+    console, connected = await advisor_socket(advisor)
+    assert connected
+    await fuzz_one(console, raw)

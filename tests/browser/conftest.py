@@ -14,6 +14,7 @@ guard: it is started with the variable emptied.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,11 +79,37 @@ def _module_daphne(browser, django_db_setup) -> Iterator[Any]:
 
 
 @pytest.fixture
-def shared_server(_module_daphne, transactional_db):
+def shared_server(_module_daphne, transactional_db) -> Iterator[Any]:
     """One Daphne process for all the tests of a module (starting one takes seconds), on the
     test database, emptied after each test. For tests that stop or kill their server, use
     `daphne_server`: a process of their own."""
-    return _module_daphne
+    yield _module_daphne
+    # The database is emptied next (TRUNCATE). A write the server is still finishing for this
+    # test (a beacon that came late, a socket closing) would deadlock with it: wait for quiet.
+    _wait_until_the_server_is_idle()
+
+
+def _wait_until_the_server_is_idle(timeout: float = 10) -> None:
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return  # SQLite waits for its lock instead
+    quiet_since = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND state <> 'idle'"
+            )
+            busy = cursor.fetchone()[0]
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > 0.2:
+            return
+        time.sleep(0.02)
 
 
 def _local_only(route: Any) -> None:
