@@ -152,14 +152,15 @@ def _append_sql(with_advisor: bool) -> str:
             expressions.append("%s")
     advisor_check = " AND advisor_id = %s" if with_advisor else ""
     # Identifiers come from the models' own metadata; every value is a parameter.
-    return (
-        f'WITH c AS (UPDATE "{conversation_table}" SET last_seq = last_seq + 1'
-        f" WHERE id = %s AND channel = %s AND status = ANY(%s){advisor_check}"
-        f" RETURNING id, last_seq)"
-        f' INSERT INTO "{message_meta.db_table}" ({", ".join(columns)})'
-        f" SELECT {', '.join(expressions)} FROM c"
-        f' RETURNING "{message_meta.pk.column}", seq'
-    )
+    parts = [
+        f'WITH c AS (UPDATE "{conversation_table}" SET last_seq = last_seq + 1',  # noqa: S608
+        f" WHERE id = %s AND channel = %s AND status = ANY(%s){advisor_check}",
+        " RETURNING id, last_seq)",
+        f' INSERT INTO "{message_meta.db_table}" ({", ".join(columns)})',  # noqa: S608
+        f" SELECT {', '.join(expressions)} FROM c",
+        f' RETURNING "{message_meta.pk.column}", seq',
+    ]
+    return "".join(parts)
 
 
 _SQL: dict[bool, str] = {}
@@ -225,8 +226,8 @@ async def post(
 def _page_sql() -> str:
     meta = Message._meta
     columns = ", ".join(f'"{f.column}"' for f in meta.concrete_fields)
-    return (  # noqa: S608
-        f'SELECT {columns} FROM "{meta.db_table}"'
+    return (
+        f'SELECT {columns} FROM "{meta.db_table}"'  # noqa: S608
         f" WHERE conversation_id = %s AND seq > %s ORDER BY seq LIMIT %s"
     )
 

@@ -351,14 +351,18 @@ class Conversation(models.Model):
             ).exclude(urgent=urgent).update(urgent=urgent)
             if updated:
                 self.refresh_from_db()
-                self._record(ConversationEvent.Kind.URGENCY, advisor=advisor, data={"urgent": urgent})
+                self._record(
+                    ConversationEvent.Kind.URGENCY, advisor=advisor, data={"urgent": urgent}
+                )
             elif not Conversation.objects.open().filter(pk=self.pk).exists():
                 raise DomainError("conversation_ended", "This conversation has already ended.")
         return [self.state_event(), queue_changed()] if updated else []
 
     def set_interpreter(self, advisor: Any, needed: bool, language: str) -> list[dict]:
         if needed and language not in dict(INTERPRETER_LANGUAGES):
-            raise DomainError("invalid_language", "Choose the interpreter's language from the list.")
+            raise DomainError(
+                "invalid_language", "Choose the interpreter's language from the list."
+            )
         with transaction.atomic():
             updated = Conversation.objects.filter(
                 pk=self.pk, status__in=self.OPEN_STATUSES
@@ -395,14 +399,17 @@ class Conversation(models.Model):
                     return existing, False, []
             if locked.status not in self.OPEN_STATUSES:
                 raise DomainError("conversation_ended", "This conversation has already ended.")
-            if sender == Message.Sender.ADVISOR and locked.advisor_id != getattr(advisor, "pk", None):
+            not_theirs = locked.advisor_id != getattr(advisor, "pk", None)
+            if sender == Message.Sender.ADVISOR and not_theirs:
                 raise DomainError("not_your_conversation", "This conversation is not open for you.")
             message = locked._append(
                 sender=sender, body=crypto.encrypt(text), client_id=client_id, advisor=advisor
             )
             # Inside the transaction: a channel that must act on the text (the SMS outbox) does
             # so atomically with storing it.
-            message_posted.send(sender=Conversation, conversation=locked, message=message, text=text)
+            message_posted.send(
+                sender=Conversation, conversation=locked, message=message, text=text
+            )
         self.last_seq = message.seq
         return message, True, [message.as_event()]
 

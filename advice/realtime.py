@@ -69,13 +69,14 @@ class Mailbox:
     """One listener's undelivered events, handed to it in order by a task that exists only
     while there is something to hand over."""
 
-    __slots__ = ("events", "listener", "snapshot", "task")
+    __slots__ = ("events", "listener", "running", "snapshot", "task")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
         self.events: deque[dict[str, Any]] = deque()
         self.snapshot: QueueSnapshot | None = None
         self.task: asyncio.Task | None = None
+        self.running = False
 
     def put(self, event: dict[str, Any]) -> None:
         if len(self.events) >= MAILBOX_LIMIT:
@@ -92,8 +93,16 @@ class Mailbox:
         self._wake()
 
     def _wake(self) -> None:
-        if self.task is None:
-            self.task = asyncio.create_task(self._hand_over())
+        if self.running:
+            return
+        self.running = True
+        # Started eagerly: an event that needs no waiting (the usual case: one frame out) is
+        # handed over right here, without a trip round the event loop.
+        task = asyncio.Task(
+            self._hand_over(), loop=asyncio.get_running_loop(), eager_start=True
+        )
+        if not task.done():
+            self.task = task
 
     async def _hand_over(self) -> None:
         try:
@@ -114,6 +123,7 @@ class Mailbox:
                     return
         finally:
             self.task = None
+            self.running = False
 
 
 class Hub:

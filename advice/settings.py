@@ -14,7 +14,6 @@ from cryptography.fernet import Fernet as _Fernet
 from django.conf.locale import LANG_INFO as _django_lang_info
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
-from django.utils.translation import gettext_lazy as _
 
 from advice.env import env_bool, env_int, env_list, env_str
 from sms.config import twilio_from_environment
@@ -27,7 +26,7 @@ DEBUG = env_bool("DEBUG", False)
 HTTPS = env_bool("HTTPS", False)
 
 # Development keys are accepted only with DEBUG on; production must set its own.
-_DEV_SECRET_KEY = "dev-only-secret-key-not-for-production-0123456789abcdefghijklmnopqrstuvwxyz"
+_DEV_SECRET_KEY = "dev-only-secret-key-not-for-production-0123456789abcdefghijklmnopqrstuvwxyz"  # noqa: S105
 SECRET_KEY = env_str("SECRET_KEY") or (_DEV_SECRET_KEY if DEBUG else "")
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set (DEBUG is off)")
@@ -40,8 +39,8 @@ ENCRYPTION_KEYS = env_list("ENCRYPTION_KEYS") or (
 )
 if not ENCRYPTION_KEYS:
     raise ImproperlyConfigured(
-        "ENCRYPTION_KEYS must be set (DEBUG is off); make one with "
-        "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
+        "ENCRYPTION_KEYS must be set (DEBUG is off); make one with `python -c "
+        "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
     )
 for _number, _key in enumerate(ENCRYPTION_KEYS, start=1):
     # Checked now, not at the first message: a bad key must stop the start. (The message
@@ -335,8 +334,12 @@ DEFAULT_ADVISOR_CAPACITY = env_int("DEFAULT_ADVISOR_CAPACITY", 3, minimum=1)
 # Sockets that send nothing (not even the client's heartbeat) for this long are closed.
 SOCKET_IDLE_SECONDS = env_int("SOCKET_IDLE_SECONDS", 75, minimum=10)
 # A socket whose client leaves more than this many bytes unread is closed (code 4429); the client
-# resumes from its last seq (docs/performance.md, "Slow clients").
-SOCKET_SEND_BUFFER_BYTES = env_int("SOCKET_SEND_BUFFER_BYTES", 1024 * 1024, minimum=16 * 1024)
+# resumes from its last seq. The kernel's send buffer of each socket gets the same bound
+# (docs/performance.md, "Slow clients").
+SOCKET_SEND_BUFFER_BYTES = env_int("SOCKET_SEND_BUFFER_BYTES", 256 * 1024, minimum=16 * 1024)
+# ...once it has stayed over that bound this long (a burst, such as a long catch-up to a client
+# that reads, drains well within it).
+SOCKET_SEND_DRAIN_SECONDS = env_int("SOCKET_SEND_DRAIN_SECONDS", 10, minimum=1)
 # Web chat texts on PostgreSQL are stored and read by advice.fastpath (one statement, no thread
 # hop); false sends them through the ORM like everything else (docs/performance.md).
 MESSAGE_FAST_PATH = env_bool("MESSAGE_FAST_PATH", True)

@@ -4,8 +4,10 @@ rate limiting, heartbeats and idle closing, and in-order delivery from the strea
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import socket
 import time
 from typing import Any
 
@@ -133,6 +135,7 @@ class JsonSocket(AsyncWebsocketConsumer):
         self.closed = False
         await self.hub.start()
         self.idle_task = asyncio.create_task(self._close_when_idle())
+        self._bound_kernel_buffer()
 
     async def disconnect(self, code: int) -> None:
         self.closed = True
@@ -167,7 +170,21 @@ class JsonSocket(AsyncWebsocketConsumer):
         if not self.closed:
             await self.send(text_data=text)
             if self._unsent_bytes() > settings.SOCKET_SEND_BUFFER_BYTES:
+                await self._wait_for_client()
+
+    async def _wait_for_client(self) -> None:
+        """More is waiting for the client than the bound allows: a burst (a long catch-up) or
+        a client that does not read. Wait for it to drain; a client that takes longer than
+        SOCKET_SEND_DRAIN_SECONDS is cut off. Only this socket waits: the hub hands events to each
+        socket's own mailbox (advice.realtime)."""
+        deadline = time.monotonic() + settings.SOCKET_SEND_DRAIN_SECONDS
+        while self._unsent_bytes() > settings.SOCKET_SEND_BUFFER_BYTES // 2:
+            if self.closed:
+                return
+            if time.monotonic() > deadline:
                 await self._close_too_slow()
+                return
+            await asyncio.sleep(0.05)
 
     def on_overflow(self) -> None:
         """The hub has more events waiting for this socket than it keeps (advice.realtime)."""
@@ -180,13 +197,27 @@ class JsonSocket(AsyncWebsocketConsumer):
             self.hub.remove(self)
             await self.close(code=TOO_SLOW)
 
+    def _bound_kernel_buffer(self) -> None:
+        """The kernel's send buffer of this connection gets the same bound as the server's
+        own (left alone, Linux grows it to megabytes for a client that does not read)."""
+        transport = self._transport = _daphne_transport(self.base_send)
+        handle = getattr(transport, "getHandle", None)
+        if handle is not None:
+            try:
+                handle().setsockopt(
+                    socket.SOL_SOCKET, socket.SO_SNDBUF, settings.SOCKET_SEND_BUFFER_BYTES
+                )
+            except OSError:
+                pass
+
     def _unsent_bytes(self) -> int:
         """Bytes the server holds for this client that the client has not taken yet: Daphne
         hands frames to a Twisted transport, which buffers without limit what the network
         does not take. Zero where that cannot be seen (another server, the test
         communicator)."""
-        protocol = getattr(self.base_send, "args", (None,))[0]
-        transport = getattr(protocol, "transport", None)
+        transport = self.__dict__.get("_transport", False)
+        if transport is False:
+            transport = self._transport = _daphne_transport(self.base_send)
         if transport is None:
             return 0
         pending = getattr(transport, "_tempDataLen", 0)
@@ -264,6 +295,19 @@ class JsonSocket(AsyncWebsocketConsumer):
 
     async def on_queue(self, snapshot: QueueSnapshot) -> None:
         pass
+
+
+def _daphne_transport(send: Any) -> Any:
+    """The Twisted transport behind an ASGI `send` of Daphne's: Daphne's send is
+    `partial(server.handle_reply, protocol)`, which middleware may wrap (Channels' session
+    middleware keeps it as `real_send`). None for anything else."""
+    for _ in range(8):
+        if isinstance(send, functools.partial):
+            return getattr(send.args[0], "transport", None) if send.args else None
+        send = getattr(getattr(send, "__self__", None), "real_send", None)
+        if send is None:
+            return None
+    return None
 
 
 def _entries_after(conversation_id: int, seq: int) -> list[dict[str, Any]]:

@@ -28,7 +28,8 @@ SCENARIOS = ["steady", "surge", "failover", "memory", "sms"]
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: a check, not a measurement")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes: a check, not a measurement")
     parser.add_argument("--scenario", action="append", choices=SCENARIOS,
                         help="run only this scenario (repeatable)")
     parser.add_argument("--rates", help="steady: offered rates, comma-separated (msgs/s)")
@@ -60,6 +61,16 @@ def sizes(args: argparse.Namespace) -> dict:
     if args.visitors:
         base["visitors"] = args.visitors
     return base
+
+
+async def sms_scenario(stack: Stack, *, rates: list[float], duration: float) -> list[dict]:
+    """The SMS channel's scenario (bench/sms.py, from the SMS issue): signed inbound webhooks
+    per second. Skipped, with a line that says so, where that module is not there."""
+    try:
+        from bench import sms
+    except ImportError:
+        return [{"scenario": "sms", "skipped": "bench/sms.py is not there yet"}]
+    return await sms.scenario(stack, rates=rates, duration=duration)
 
 
 def machine() -> dict:
@@ -103,6 +114,7 @@ async def run(args: argparse.Namespace) -> list[dict]:
     lines: list[dict] = []
 
     def emit(found: list[dict]) -> None:
+        stack.clear_conversations()
         for line in found:
             line.setdefault("smoke", args.smoke)
             print(json.dumps(line), flush=True)
@@ -112,18 +124,17 @@ async def run(args: argparse.Namespace) -> list[dict]:
         if "steady" in chosen:
             emit(await scenarios.steady(stack, conversations=size["conversations"],
                                         rates=size["rates"], duration=size["duration"]))
-        if "surge" in chosen and hasattr(scenarios, "surge"):
+        if "surge" in chosen:
             emit(await scenarios.surge(stack, visitors=size["visitors"],
                                        advisors=size["advisors"], arrival_s=size["arrival_s"]))
-        if "failover" in chosen and hasattr(scenarios, "failover"):
+        if "failover" in chosen:
             emit(await scenarios.failover(stack, conversations=size["conversations"],
                                           rate=size["failover_rate"],
                                           duration=size["failover_s"]))
-        if "memory" in chosen and hasattr(scenarios, "memory"):
+        if "memory" in chosen:
             emit(await scenarios.memory(stack, visitors=size["visitors"]))
-        if "sms" in chosen and hasattr(scenarios, "sms"):
-            emit(await scenarios.sms(stack, rates=size["sms_rates"],
-                                     duration=size["sms_duration"]))
+        if "sms" in chosen:
+            emit(await sms_scenario(stack, rates=size["sms_rates"], duration=size["sms_duration"]))
     finally:
         stack.stop()
     return lines

@@ -155,7 +155,7 @@ class Socket:
     def on_frame(self, frame: dict[str, Any]) -> None:
         pass
 
-    def wait_for(self, match: Callable[[dict], bool], timeout: float = 10) -> Any:
+    def wait_for(self, match: Callable[[dict], bool], timeout: float = 30) -> Any:
         future = asyncio.get_running_loop().create_future()
         self.waiters.append((match, future))
         return asyncio.wait_for(future, timeout)
@@ -209,6 +209,10 @@ class Visitor(Socket):
         resumed = self.wait_for(lambda f: f["type"] == "state")
         await self.send({"type": "resume", "token": self.token, "last_seq": self.last_seq})
         await resumed
+        await self.resend()
+
+    async def resend(self) -> None:
+        """Send again, with the same client ids, what was never acknowledged."""
         for client_id, text in list(self.unacked.items()):
             await self.send({"type": "send", "client_id": client_id, "text": text})
 
@@ -251,6 +255,9 @@ class Advisor(Socket):
 
     async def resume(self) -> None:
         await self.send({"type": "resume", "conversations": dict(self.last_seq)})
+        await self.resend()
+
+    async def resend(self) -> None:
         for client_id, (conversation, text) in list(self.unacked.items()):
             await self.send({"type": "send", "conversation": conversation,
                              "client_id": client_id, "text": text})

@@ -4,6 +4,7 @@ would bring a dozen packages into the locked test dependencies for one picture."
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 import zlib
@@ -170,7 +171,7 @@ def draw(lines: list[dict[str, Any]], path: Path) -> None:
         series = [(px(line["offered_rate"]), py(max(line[key], y_low)))
                   for line in sorted(points, key=lambda line: line["offered_rate"])
                   if line.get(key)]
-        for (x0, y0), (x1, y1) in zip(series, series[1:], strict=False):
+        for (x0, y0), (x1, y1) in itertools.pairwise(series):
             canvas.line(x0, y0, x1, y1, colour, 3 if not dash else 2, dash)
         for x, y in series:
             canvas.box(round(x), round(y), 3, colour)

@@ -94,7 +94,8 @@ class Pair:
 
 
 async def open_pairs(urls_for_visitors: list[str], urls_for_advisors: list[str], count: int,
-                     ledger: Ledger, *, lanes: int = 10) -> tuple[list[Pair], int]:
+                     ledger: Ledger, *, lanes: int = 10,
+                     fallback: bool = False) -> tuple[list[Pair], int]:
     """`count` conversations through the protocol: advisors connect, then visitors start and
     advisors take the next one, a few lanes at a time so the queue stays short. Which advisor
     got whose conversation is learnt from a hello text each visitor sends.
@@ -104,8 +105,7 @@ async def open_pairs(urls_for_visitors: list[str], urls_for_advisors: list[str],
 
     advisors = []
     for i, cookie in enumerate(cookies):
-        url = urls_for_advisors[i % len(urls_for_advisors)]
-        advisor = Advisor([url], origin_of, ledger, cookie)
+        advisor = Advisor(addresses(urls_for_advisors, i, fallback), origin_of, ledger, cookie)
         advisor.skip_prefixes = (QUEUE_PREFIX,)
         advisors.append(advisor)
 
@@ -115,7 +115,7 @@ async def open_pairs(urls_for_visitors: list[str], urls_for_advisors: list[str],
         hello = advisor.wait_for(lambda f: f["type"] == "hello")
         await hello
 
-    visitors = [Visitor([urls_for_visitors[i % len(urls_for_visitors)]], origin_of, ledger)
+    visitors = [Visitor(addresses(urls_for_visitors, i, fallback), origin_of, ledger)
                 for i in range(count)]
     queue: asyncio.Queue[tuple[Visitor, Advisor]] = asyncio.Queue()
     for pair in zip(visitors, advisors, strict=True):
@@ -162,6 +162,13 @@ async def open_pairs(urls_for_visitors: list[str], urls_for_advisors: list[str],
             if text in by_text:
                 pairs.append(Pair(by_text[text], advisor, conversation))
     return pairs, failures
+
+
+def addresses(urls: list[str], i: int, fallback: bool) -> list[str]:
+    """Client i's server, and with `fallback` the others after it (where it goes when its
+    own dies, as it would behind one address in front of several processes)."""
+    first = i % len(urls)
+    return urls[first:] + urls[:first] if fallback else [urls[first]]
 
 
 # --- offered load ------------------------------------------------------------------------------
@@ -293,4 +300,270 @@ async def steady(stack: Stack, *, conversations: int, rates: list[float],
     return lines
 
 
-__all__ = ["ms", "percentile", "steady"]
+
+
+# --- surge -------------------------------------------------------------------------------------
+
+
+async def surge(stack: Stack, *, visitors: int, advisors: int,
+                arrival_s: float) -> list[dict[str, Any]]:
+    """`visitors` arrive evenly within `arrival_s` while `advisors` take conversations (take,
+    a short talk, close, take the next). Measured: connect failures; for each take, how long
+    until every visitor then waiting showed their right place; take latency."""
+    from django.db.models import Q
+
+    from advice.models import Conversation, hash_token
+
+    (server,) = await asyncio.to_thread(stack.start_project, 1)
+    ledger = Ledger()
+    cookies = await advisors_for(advisors, capacity=3)
+    consoles = [Advisor([server.url], origin_of, ledger, c) for c in cookies]
+    for console in consoles:
+        console.skip_prefixes = (QUEUE_PREFIX,)
+    results = await gather_limited([c.open() for c in consoles], 20)
+    failures = sum(1 for r in results if isinstance(r, BaseException))
+    note_errors(results)
+    crowd = [Visitor([server.url], origin_of, ledger) for _ in range(visitors)]
+    started_at: dict[Visitor, float] = {}
+    takes: list[tuple[float, str]] = []
+    take_latencies: list[float] = []
+    running = True
+
+    async def arrive(i: int, visitor: Visitor) -> None:
+        nonlocal failures
+        await asyncio.sleep(i * arrival_s / visitors)
+        try:
+            await visitor.open()
+            await visitor.start()
+            started_at[visitor] = now()
+        except Exception as e:
+            note_errors([e])
+            failures += 1
+
+    async def work(console: Advisor) -> None:
+        await asyncio.sleep(0.5)
+        while running:
+            sent = now()
+            answer = console.wait_for(
+                lambda f: (f["type"] == "conversation" and f["conversation"]["status"] == "active")
+                or (f["type"] == "error" and f.get("ref") == "take_next"), 10)
+            await console.send({"type": "take_next"})
+            try:
+                frame = await answer
+            except Exception:
+                continue
+            if frame["type"] == "error":
+                await asyncio.sleep(0.2)
+                continue
+            took = now()
+            take_latencies.append((took - sent) * 1000)
+            public_id = frame["conversation"]["id"]
+            takes.append((took, public_id))
+            await asyncio.sleep(0.5)  # a (very) short conversation
+            closed = console.wait_for(
+                lambda f: f["type"] == "conversation" and f["conversation"]["id"] == public_id
+                and f["conversation"]["status"] == "closed", 10)
+            await console.send({"type": "close", "conversation": public_id,
+                                "outcome": "advice_given"})
+            try:
+                await closed
+            except Exception:
+                pass
+
+    cpu_before = server.cpu_seconds()
+    began = now()
+    working = [asyncio.create_task(work(c)) for c in consoles]
+    await asyncio.gather(*(arrive(i, v) for i, v in enumerate(crowd)))
+    await asyncio.sleep(3)
+    running = False
+    await asyncio.gather(*working)
+    elapsed = now() - began
+    cpu = server.cpu_seconds() - cpu_before
+    await asyncio.sleep(1.5)  # the last places settle
+
+    # The truth, from the database: queue order is creation order (none is urgent here).
+    def order() -> tuple[dict[str, int], dict[str, int]]:
+        tokens = {hash_token(v.token): v for v in crowd if v.token}
+        rows = Conversation.objects.filter(Q(token_hash__in=list(tokens))).values_list(
+            "token_hash", "pk", "public_id")
+        by_token = {tokens[h]: pk for h, pk, _ in rows}
+        by_public = {str(public): pk for _, pk, public in rows}
+        return by_token, by_public
+
+    from asgiref.sync import sync_to_async
+
+    id_of_visitor, id_of_public = await sync_to_async(order)()
+    lags = checked_places(crowd, started_at, takes, id_of_visitor, id_of_public)
+    frames = sum(len(v.positions) for v in crowd)
+    await gather_limited([c.close() for c in [*consoles, *crowd]], 200)
+    await asyncio.to_thread(server.stop)
+    return [{
+        "scenario": "surge", "processes": 1, "sockets": visitors + advisors,
+        "visitors": visitors, "advisors": advisors, "arrival_s": arrival_s,
+        "offered_rate": round(visitors / arrival_s, 1),
+        "connect_failures": failures,
+        "takes": len(take_latencies),
+        **{f"take_{k}": v for k, v in summary(take_latencies).items()},
+        "place_checks": len(lags["lags"]),
+        "places_never_right": lags["never"],
+        "places_right_p50_ms": ms(percentile(lags["lags"], 50)),
+        "places_right_p99_ms": ms(percentile(lags["lags"], 99)),
+        "places_right_max_ms": ms(max(lags["lags"], default=None) if lags["lags"] else None),
+        "queue_frames_per_visitor": round(frames / max(1, len(started_at)), 1),
+        "server_cpu": round(cpu / elapsed, 2),
+    }]
+
+
+def checked_places(crowd: list[Visitor], started_at: dict[Visitor, float],
+                   takes: list[tuple[float, str]], id_of_visitor: dict[Visitor, int],
+                   id_of_public: dict[str, int]) -> dict[str, Any]:
+    """For each take and each visitor waiting behind it then: the time from the take until
+    the visitor showed a place no higher than their true one (places only fall here)."""
+    import bisect
+
+    events = sorted(takes)
+    taken_at: dict[int, float] = {}
+    for at, public_id in events:
+        if public_id in id_of_public:
+            taken_at.setdefault(id_of_public[public_id], at)
+    visitors = sorted(((id_of_visitor[v], v) for v in crowd if v in id_of_visitor),
+                      key=lambda pair: pair[0])
+    times_of = {v: [t for t, _ in v.positions] for _, v in visitors}
+    lags: list[float] = []
+    never = 0
+    for at, public_id in events:
+        taken = id_of_public.get(public_id)
+        if taken is None:
+            continue
+        waiting = [pk for pk, v in visitors
+                   if started_at.get(v, float("inf")) <= at and taken_at.get(pk, float("inf")) > at]
+        index = {pk: place for place, pk in enumerate(waiting, start=1)}
+        for pk, visitor in visitors:
+            if pk <= taken or pk not in index:
+                continue
+            truth = index[pk]
+            shown = bisect.bisect_right(times_of[visitor], at) - 1
+            if shown >= 0 and visitor.positions[shown][1] <= truth:
+                lags.append(0.0)
+                continue
+            later = next((t for t, p in visitor.positions[shown + 1:] if p <= truth), None)
+            if later is None:
+                # Taken (or the run ended) before it showed: not a wrong place.
+                if taken_at.get(pk, float("inf")) < float("inf"):
+                    continue
+                never += 1
+            else:
+                lags.append((later - at) * 1000)
+    return {"lags": lags, "never": never}
+
+
+# --- failover ------------------------------------------------------------------------------------
+
+
+async def failover(stack: Stack, *, conversations: int, rate: float,
+                   duration: float) -> list[dict[str, Any]]:
+    """Two processes, conversations across them, texts both ways; one process is killed half
+    way. Its clients reconnect to the other, resume from their last seq and send again what
+    was never acknowledged. Measured: lost, duplicated, and the time until every client of
+    the killed process had resumed."""
+    servers = await asyncio.to_thread(stack.start_project, 2)
+    urls = [s.url for s in servers]
+    ledger = Ledger()
+    # Visitor i on process i % 2, its advisor on the other: every conversation crosses.
+    pairs, failures = await open_pairs(urls, urls[::-1], conversations, ledger, fallback=True)
+    sockets = [s for p in pairs for s in (p.visitor, p.advisor)]
+    victim = servers[0]
+    on_victim = [s for s in sockets if s.url == victim.url]
+    resumed_at: dict[Socket, float] = {}
+    killed_at = 0.0
+
+    async def come_back(client: Socket) -> None:
+        nonlocal failures
+        await client.closed_event.wait()
+        client.url_index += 1
+        try:
+            await client.open_somewhere(now() + 30)
+            await client.resume()
+            resumed_at[client] = now()
+        except Exception as e:
+            note_errors([e])
+            failures += 1
+
+    async def say(pair: Pair, message_id: int, at: float, from_visitor: bool) -> None:
+        try:
+            await pair.say(message_id, at, from_visitor=from_visitor)
+        except Exception:
+            pass  # not acknowledged: sent again after the resume
+
+    async def kill_half_way() -> None:
+        nonlocal killed_at
+        await asyncio.sleep(duration / 2)
+        killed_at = now()
+        await asyncio.to_thread(victim.kill)
+
+    returning = [asyncio.create_task(come_back(c)) for c in on_victim]
+    killer = asyncio.create_task(kill_half_way())
+    sent = await offer(pairs, rate, duration, ledger, say)
+    await killer
+    await asyncio.wait(returning, timeout=30)
+    deadline = now() + 20
+    while now() < deadline and not ledger.all_arrived():
+        for client in sockets:
+            if client.unacked and not client.closed_event.is_set():
+                try:
+                    await client.resend()
+                except Exception:
+                    pass
+        await asyncio.sleep(0.5)
+    resume_times = [(t - killed_at) * 1000 for t in resumed_at.values()]
+    await gather_limited([s.close() for s in sockets], 200)
+    await asyncio.to_thread(servers[1].stop)
+    return [{
+        "scenario": "failover", "processes": 2, "sockets": len(sockets),
+        "conversations": len(pairs), "offered_rate": rate, "duration_s": duration,
+        **measured(ledger, sent),
+        "connect_failures": failures + (conversations - len(pairs)),
+        "clients_on_killed_process": len(on_victim),
+        "clients_resumed": len(resumed_at),
+        "all_resumed_s": round(max(resume_times) / 1000, 2) if resume_times else None,
+        "resume_p50_ms": ms(percentile(resume_times, 50)),
+        "resume_p99_ms": ms(percentile(resume_times, 99)),
+    }]
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+
+async def memory(stack: Stack, *, visitors: int) -> list[dict[str, Any]]:
+    """Resident memory per idle visitor socket: `visitors` visitors connect and start (each
+    waits in the queue), then nothing happens."""
+    (server,) = await asyncio.to_thread(stack.start_project, 1)
+    ledger = Ledger()
+    # Warm up: the first connections import and allocate what every later one shares.
+    warm = [Visitor([server.url], origin_of, ledger) for _ in range(20)]
+    await gather_limited([_arrive(v) for v in warm], 20)
+    await gather_limited([v.close() for v in warm], 20)
+    await asyncio.sleep(2)
+    before = server.rss_bytes()
+    crowd = [Visitor([server.url], origin_of, ledger) for _ in range(visitors)]
+    for visitor in crowd:
+        visitor.skip_prefixes = ('{"type":"queue"',)
+    results = await gather_limited([_arrive(v) for v in crowd], 50)
+    failures = sum(1 for r in results if isinstance(r, BaseException))
+    note_errors(results)
+    await asyncio.sleep(3)
+    after = server.rss_bytes()
+    connected = visitors - failures
+    await gather_limited([v.close() for v in crowd], 200)
+    await asyncio.to_thread(server.stop)
+    return [{
+        "scenario": "memory", "processes": 1, "sockets": connected,
+        "connect_failures": failures,
+        "rss_before_mb": round(before / 2**20, 1), "rss_after_mb": round(after / 2**20, 1),
+        "kb_per_idle_socket": round((after - before) / 1024 / max(1, connected), 1),
+    }]
+
+
+async def _arrive(visitor: Visitor) -> None:
+    await visitor.open()
+    await visitor.start()

@@ -99,6 +99,15 @@ class Stack:
             cwd=ROOT, env=self.env, check=True,
         )
 
+    def clear_conversations(self) -> None:
+        """A clean queue for the next scenario (the last one may leave visitors waiting)."""
+        import psycopg
+
+        from advice.models import Conversation
+
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            conn.execute(f'TRUNCATE "{Conversation._meta.db_table}" CASCADE')
+
     def setup_django(self) -> None:
         """This process talks to the bench database too (advisors, sessions, checks)."""
         for key in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL", "CHANNEL_PREFIX",

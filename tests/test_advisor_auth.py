@@ -55,6 +55,12 @@ T0 = datetime(2031, 3, 4, 9, 0, 10, tzinfo=UTC)
 # --- helpers -------------------------------------------------------------------------------
 
 
+def english_client() -> Client:
+    """A browser that asks for English: the advisor side follows Accept-Language (sv or en),
+    and these tests read the English words."""
+    return Client(headers={"accept-language": "en"})
+
+
 def log_in_with_password(client: Client, user: Any) -> Any:
     return client.post(LOGIN, {"username": user.get_username(), "password": PASSWORD})
 
@@ -189,7 +195,7 @@ def test_the_url_enumeration_finds_the_console_and_the_admin(some_objects):
 
 
 def test_every_advisor_and_admin_page_refuses_an_anonymous_visitor(some_objects):
-    client = Client()
+    client = english_client()
     for url in advisor_urls():
         response = client.get(url)
         if url == LOGIN:
@@ -205,7 +211,7 @@ def test_every_advisor_and_admin_page_refuses_an_anonymous_visitor(some_objects)
 def test_every_advisor_and_admin_page_refuses_a_session_with_only_the_password(
     supervisor, some_objects
 ):
-    client = Client()
+    client = english_client()
     assert log_in_with_password(client, supervisor)["Location"] == VERIFY
     for url in advisor_urls():
         response = client.get(url)
@@ -220,7 +226,7 @@ def test_every_advisor_and_admin_page_refuses_a_session_with_only_the_password(
 
 
 def test_every_advisor_and_admin_page_opens_for_a_verified_session(supervisor, some_objects):
-    client = Client()
+    client = english_client()
     log_in_fully(client, supervisor)
     for url in advisor_urls():
         response = client.get(url)
@@ -242,7 +248,7 @@ def test_every_advisor_and_admin_page_opens_for_a_verified_session(supervisor, s
 
 
 def test_the_admin_sends_its_login_through_the_advisor_login_and_back(supervisor):
-    client = Client()
+    client = english_client()
     response = client.get("/admin/", follow=True)
     assert response.redirect_chain[-1][0].startswith(LOGIN)
     assert "next=%2Fadmin%2F" in response.redirect_chain[-1][0]
@@ -256,7 +262,7 @@ def test_the_admin_sends_its_login_through_the_advisor_login_and_back(supervisor
 
 
 def test_the_login_ignores_a_next_address_on_another_site(advisor):
-    client = Client()
+    client = english_client()
     client.post(LOGIN, {"username": "alice", "password": PASSWORD,
                         "next": "https://evil.example/"})
     response = client.post(VERIFY, {"otp_token": totp_now(advisor)})
@@ -264,7 +270,7 @@ def test_the_login_ignores_a_next_address_on_another_site(advisor):
 
 
 def test_a_wrong_password_is_refused_and_starts_no_session(advisor):
-    client = Client()
+    client = english_client()
     response = client.post(LOGIN, {"username": "alice", "password": "wrong password"})
     assert response.status_code == 200
     assert client.get(CONSOLE)["Location"] == LOGIN
@@ -277,7 +283,7 @@ def test_a_new_advisor_enrols_a_device_that_stays_unconfirmed_until_a_right_code
     caplog.set_level(logging.DEBUG)
     user = make_advisor("nina")
     TOTPDevice.objects.filter(user=user).delete()
-    client = Client()
+    client = english_client()
     assert log_in_with_password(client, user)["Location"] == ENROL
     assert client.get(CONSOLE)["Location"] == ENROL
     assert client.get(VERIFY)["Location"] == ENROL
@@ -323,7 +329,7 @@ def test_a_new_advisor_enrols_a_device_that_stays_unconfirmed_until_a_right_code
 def test_an_unconfirmed_device_cannot_verify_a_login(db):
     user = make_advisor("olle", confirmed=False)
     device = TOTPDevice.objects.get(user=user)
-    client = Client()
+    client = english_client()
     assert log_in_with_password(client, user)["Location"] == ENROL
     # Posting straight to the verify step with the unconfirmed device and its right code:
     response = client.post(VERIFY, {"otp_device": device.persistent_id,
@@ -338,11 +344,11 @@ def test_an_unconfirmed_device_cannot_verify_a_login(db):
 def test_the_same_code_cannot_be_used_twice(advisor):
     with time_machine.travel(T0, tick=False) as traveller:
         code = totp_now(advisor)
-        first = Client()
+        first = english_client()
         log_in_with_password(first, advisor)
         assert first.post(VERIFY, {"otp_token": code})["Location"] == CONSOLE
 
-        second = Client()
+        second = english_client()
         log_in_with_password(second, advisor)
         response = second.post(VERIFY, {"otp_token": code})
         assert response.status_code == 200
@@ -355,7 +361,7 @@ def test_the_same_code_cannot_be_used_twice(advisor):
 
 def test_after_a_wrong_code_even_the_right_one_waits_for_the_throttle(advisor):
     with time_machine.travel(T0, tick=False) as traveller:
-        client = Client()
+        client = english_client()
         log_in_with_password(client, advisor)
         response = client.post(VERIFY, {"otp_token": a_wrong_code(advisor)})
         assert "not right" in response.content.decode()
@@ -376,7 +382,7 @@ def test_the_session_key_changes_at_the_password_and_again_at_the_code(advisor):
     planted = SessionStore()
     planted["planted"] = True
     planted.create()
-    client = Client()
+    client = english_client()
     client.cookies[settings.SESSION_COOKIE_NAME] = planted.session_key
 
     log_in_with_password(client, advisor)
@@ -397,7 +403,7 @@ def test_the_session_key_changes_at_the_password_and_again_at_the_code(advisor):
 def test_a_session_idle_longer_than_the_limit_is_logged_out(advisor):
     idle = settings.ADVISOR_IDLE_MINUTES
     with time_machine.travel(T0, tick=False) as traveller:
-        client = Client()
+        client = english_client()
         log_in_fully(client, advisor)
         traveller.shift(timedelta(minutes=idle - 1))
         assert client.get(CONSOLE).status_code == 200
@@ -419,7 +425,7 @@ def test_a_session_idle_longer_than_the_limit_is_logged_out(advisor):
 def test_a_session_ends_after_its_absolute_lifetime_however_active(advisor):
     lifetime = timedelta(seconds=settings.SESSION_COOKIE_AGE)
     with time_machine.travel(T0, tick=False) as traveller:
-        client = Client()
+        client = english_client()
         log_in_fully(client, advisor)
         step = timedelta(minutes=settings.ADVISOR_IDLE_MINUTES - 5)
         elapsed = timedelta(0)
@@ -433,7 +439,7 @@ def test_a_session_ends_after_its_absolute_lifetime_however_active(advisor):
 
 
 def test_deactivating_an_advisor_deletes_their_sessions(advisor):
-    client = Client()
+    client = english_client()
     log_in_fully(client, advisor)
     key = session_key_of(client)
     advisor.is_active = False
@@ -443,7 +449,7 @@ def test_deactivating_an_advisor_deletes_their_sessions(advisor):
 
 
 def test_a_session_of_a_user_who_may_no_longer_log_in_is_cleared_on_the_next_page(advisor):
-    client = Client()
+    client = english_client()
     log_in_fully(client, advisor)
     key = session_key_of(client)
     # Deactivated behind the signal's back (a bulk update): the page still refuses.
@@ -454,7 +460,7 @@ def test_a_session_of_a_user_who_may_no_longer_log_in_is_cleared_on_the_next_pag
 
 
 def test_logging_out_needs_a_post_and_ends_the_session(advisor):
-    client = Client()
+    client = english_client()
     log_in_fully(client, advisor)
     key = session_key_of(client)
     assert client.get(LOGOUT).status_code == 405
@@ -464,7 +470,7 @@ def test_logging_out_needs_a_post_and_ends_the_session(advisor):
 
 
 def test_the_console_page_offers_a_logout_button_that_posts(advisor):
-    client = Client()
+    client = english_client()
     log_in_fully(client, advisor)
     html = client.get(CONSOLE).content.decode()
     assert re.search(r'<form[^>]*method="post"[^>]*action="/advisor/logout/"', html)
@@ -481,7 +487,7 @@ def test_the_admin_shows_a_conversation_as_metadata_and_events_without_its_conte
     conversation.post(sender=Message.Sender.VISITOR, text="Mitt hemliga meddelande 4711",
                       client_id="v1")
     conversation.close(supervisor, "advice_given")
-    client = Client()
+    client = english_client()
     log_in_fully(client, supervisor)
 
     page = client.get(reverse("admin:advice_conversation_change", args=[conversation.pk]))
@@ -504,7 +510,7 @@ def test_the_admin_shows_a_conversation_as_metadata_and_events_without_its_conte
 
 
 def test_the_admin_edits_an_advisors_profile_on_the_user_page(supervisor):
-    client = Client()
+    client = english_client()
     log_in_fully(client, supervisor)
     html = client.get(reverse("admin:auth_user_change", args=[supervisor.pk])).content.decode()
     for name in ("capacity", "display_name", "languages", "can_see_phone_numbers"):
@@ -686,7 +692,7 @@ async def test_what_the_advisor_does_on_the_socket_keeps_the_session_alive(advis
         await receive_until(console, "pong")
 
         def console_page_status() -> int:
-            client = Client()
+            client = english_client()
             client.cookies[settings.SESSION_COOKIE_NAME] = cookie.split("=", 1)[1]
             return client.get(CONSOLE).status_code
 
@@ -736,7 +742,7 @@ async def test_a_resuming_console_learns_how_a_conversation_ended_while_it_was_a
 
 
 def test_the_console_page_passes_its_settings_as_json_and_has_no_inline_code(advisor):
-    client = Client()
+    client = english_client()
     log_in_fully(client, advisor)
     response = client.get(CONSOLE)
     html = response.content.decode()

@@ -14,6 +14,7 @@ import time_machine
 from channels.db import database_sync_to_async
 from django.db import connections
 from django.test import AsyncClient
+from django.utils import translation
 
 from advice.models import Conversation, ConversationEvent, Message
 from sms.models import AutoReply, InboundSms, OutboundSms, SmsNumber, SmsOptOut, TwilioDeletion
@@ -347,6 +348,7 @@ async def test_the_acknowledgement_is_edited_in_the_admin(twilio_api):
     assert "Vi har fått ditt sms. Svar inom 5 minuter. Akut: 112." in reply
 
 
+@translation.override("en")
 def test_an_automatic_reply_must_keep_112_outside_hours_and_its_one_placeholder():
     from django.core.exceptions import ValidationError
 

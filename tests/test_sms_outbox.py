@@ -156,8 +156,9 @@ def test_the_same_words_sent_before_are_not_mistaken_for_the_answer_in_doubt(
     (21610, "blocked texts"),
 ])
 def test_a_permanent_error_fails_the_answer_and_tells_the_advisor_why(
-    conversation, advisor, worker, published, fake_twilio, code, words
+    conversation, advisor, worker, published, fake_twilio, code, words, settings
 ):
+    settings.LANGUAGE_CODE = "en"  # the reason is written in the service's language
     fake_twilio.fail_next("POST", status=400, code=code)
     message = answer(conversation, advisor)
     worker.run_until_idle()
@@ -304,8 +305,9 @@ def test_a_thread_keeps_the_number_encrypted(conversation):
 
 
 def test_an_undelivered_callback_fails_the_answer_with_the_operators_reason(
-    conversation, advisor, worker, fake_twilio
+    conversation, advisor, worker, fake_twilio, settings
 ):
+    settings.LANGUAGE_CODE = "en"
     from tests.twilio_peer import status_fields
 
     message = answer(conversation, advisor)

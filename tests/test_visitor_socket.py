@@ -480,14 +480,14 @@ async def test_a_socket_that_stays_silent_is_closed_with_4408_and_one_that_pings
     settings.SOCKET_IDLE_SECONDS = 1
     silent = await visitor_socket()
     talking = await visitor_socket()
-    for _ in range(8):
-        await asyncio.sleep(0.35)
+    for _ in range(12):
+        await asyncio.sleep(0.25)
         await talking.send_json_to({"type": "ping"})
     closed = await silent.receive_output(timeout=2)
     assert closed == {"type": "websocket.close", "code": 4408}
     frames = await drain(talking, quiet=0.2)
     assert all(f == {"type": "pong"} for f in frames)
-    assert len(frames) == 8
+    assert len(frames) == 12
     await talking.disconnect()
 
 
@@ -679,3 +679,20 @@ async def test_a_text_whose_doorbell_was_lost_reaches_the_visitor_with_the_next_
     frames = of_type(await drain(visitor), "message")
     assert [(f["seq"], f["text"]) for f in frames] == [(1, "lost 1"), (2, "lost 2"), (3, "arrives")]
     await visitor.disconnect()
+
+
+async def test_a_visitor_who_reconnects_while_waiting_gets_the_place_in_the_queue_again():
+    first, _ = await start_visitor()
+    second, token = await start_visitor()
+    assert (await receive_until(second, "queue"))["position"] == 2
+    await second.disconnect()
+
+    again = await visitor_socket()
+    await again.send_json_to({"type": "resume", "token": token, "last_seq": 0})
+    assert (await receive_until(again, "state")) == {"type": "state", "status": "waiting"}
+    assert (await receive_until(again, "queue"))["position"] == 2
+    # And it stays live: the first one leaves, the place follows.
+    await first.send_json_to({"type": "leave"})
+    assert (await receive_until(again, "queue"))["position"] == 1
+    await first.disconnect()
+    await again.disconnect()

@@ -385,11 +385,24 @@ def test_logging_out_ends_the_session_and_the_console(daphne_server, console_pag
 def test_the_console_speaks_swedish_to_a_swedish_browser(daphne_server, browser):
     context = browser.new_context(locale="sv-SE")
     context.route("**/*", _local_only)
+    alice = advisor("alice")
     try:
         page = context.new_page()
-        page.goto(daphne_server.url + "/advisor/login/")
+        page.set_default_timeout(10_000)
+        page.goto(daphne_server.url + "/advisor/")
         expect(page.locator("html")).to_have_attribute("lang", "sv")
         expect(page.get_by_role("heading", name="Logga in")).to_be_visible()
+        page.get_by_label("Användarnamn").fill("alice")
+        page.get_by_label("Lösenord").fill(PASSWORD)
+        page.get_by_role("button", name="Fortsätt").click()
+        page.get_by_role("textbox", name="Kod").fill(totp_now(alice))
+        page.get_by_role("button", name="Logga in").click()
+        # The words the script shows come from the page, translated there.
+        expect(page.locator("#connection")).to_have_text("Ansluten")
+        expect(page.get_by_role("heading", name="Kö")).to_be_visible()
+        expect(page.locator("#queue-count")).to_have_text("Ingen väntar.")
+        expect(page.locator("#capacity")).to_have_text("0 av 3 samtal")
+        expect(page.get_by_role("button", name="Ta nästa")).to_be_disabled()
     finally:
         context.close()
 

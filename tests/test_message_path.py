@@ -1,0 +1,203 @@
+"""The message path under load (issue 5): the fast append and read of advice.fastpath keep
+exactly the rules of Conversation.post, on both paths; the queue tells every waiting visitor
+their place at a bounded cost; idle sockets are closed.
+
+On PostgreSQL the fast-path tests run twice, once on each path (MESSAGE_FAST_PATH); on SQLite
+both runs take the ORM path, which is the only one there."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+
+from advice import crypto, fastpath
+from advice.choices import Channel
+from advice.models import Conversation, DomainError, Message, QueueSnapshot, message_posted
+from tests.factories import START, advisor_socket, receive_until, visitor_socket
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(params=[True, False], ids=["fast-path", "orm-path"])
+def path(request, settings):
+    settings.MESSAGE_FAST_PATH = request.param
+    return request.param
+
+
+def new_conversation(advisor=None, channel: str = Channel.WEB) -> Conversation:
+    conversation, _token, _events = Conversation.start_web(language="sv", writer="young")
+    if channel != Channel.WEB:
+        Conversation.objects.filter(pk=conversation.pk).update(channel=channel)
+        conversation.refresh_from_db()
+    if advisor is not None:
+        conversation.take(advisor)
+        conversation.refresh_from_db()
+    return conversation
+
+
+async def post(conversation, **kwargs):
+    return await fastpath.post(conversation, **kwargs)
+
+
+async def test_texts_get_gap_free_numbers_and_are_stored_encrypted_on_both_paths(path, advisor):
+    conversation = await sync_to_async(new_conversation)(advisor)  # seq 1: advisor joined
+    first, created, events = await post(conversation, sender="visitor", text="hej", client_id="a")
+    second, _, _ = await post(conversation, sender="advisor", text="hej hej", client_id="b",
+                              advisor=advisor)
+    assert created and (first.seq, second.seq) == (2, 3)
+    stored = await sync_to_async(Message.objects.get)(pk=first.pk)
+    assert stored.body != "hej" and crypto.decrypt(stored.body) == "hej"
+    # The event is the stored row's own, as the ORM builds it.
+    assert events == [await sync_to_async(lambda: stored.as_event())()]
+
+
+async def test_a_retried_client_id_returns_the_stored_text_and_stores_nothing_on_both_paths(
+    path, advisor
+):
+    conversation = await sync_to_async(new_conversation)(advisor)
+    message, created, _ = await post(conversation, sender="visitor", text="hej", client_id="c1")
+    again, created_again, events = await post(conversation, sender="visitor", text="hej",
+                                              client_id="c1")
+    assert created and not created_again and events == []
+    assert again.seq == message.seq
+    assert await sync_to_async(Message.objects.filter(client_id="c1").count)() == 1
+
+
+@pytest.mark.parametrize("case", ["ended", "not_mine", "empty", "too_long"])
+async def test_refusals_are_the_orm_rules_own_errors_and_change_nothing_on_both_paths(
+    path, case, advisor, other_advisor
+):
+    conversation = await sync_to_async(new_conversation)(advisor)
+    sender, text, who, code = "visitor", "hej", None, None
+    if case == "ended":
+        await sync_to_async(conversation.close)(advisor, "advice_given")
+        code = "conversation_ended"
+    elif case == "not_mine":
+        sender, who, code = "advisor", other_advisor, "not_your_conversation"
+    elif case == "empty":
+        text, code = "  ", "empty_message"
+    else:
+        text, code = "x" * 4001, "message_too_long"
+    before = await sync_to_async(lambda: Conversation.objects.get(pk=conversation.pk).last_seq)()
+    with pytest.raises(DomainError) as refused:
+        await post(conversation, sender=sender, text=text, client_id="r", advisor=who)
+    assert refused.value.code == code
+    after = await sync_to_async(lambda: Conversation.objects.get(pk=conversation.pk).last_seq)()
+    assert after == before
+    assert not await sync_to_async(Message.objects.filter(client_id="r").exists)()
+
+
+async def test_texts_sent_at_once_in_one_conversation_number_without_gaps_on_both_paths(
+    path, advisor
+):
+    conversation = await sync_to_async(new_conversation)(advisor)
+    results = await asyncio.gather(*(
+        post(conversation, sender="visitor", text=f"t{i}", client_id=f"k{i}") for i in range(20)
+    ))
+    seqs = sorted(message.seq for message, _, _ in results)
+    assert seqs == list(range(2, 22))
+    stored = await sync_to_async(list)(
+        Message.objects.filter(conversation=conversation).order_by("seq")
+        .values_list("seq", flat=True)
+    )
+    assert stored == list(range(1, 22))
+
+
+async def test_an_sms_conversation_takes_the_orm_path_so_its_channel_acts_in_the_same_transaction(
+    path, advisor
+):
+    conversation = await sync_to_async(new_conversation)(advisor, Channel.SMS)
+    heard = []
+
+    def listener(sender, conversation, message, text, **kwargs):
+        heard.append((conversation.pk, text))
+
+    message_posted.connect(listener, dispatch_uid="test-message-path")
+    try:
+        await post(conversation, sender="visitor", text="via sms", client_id="s1")
+    finally:
+        message_posted.disconnect(dispatch_uid="test-message-path")
+    assert heard == [(conversation.pk, "via sms")]
+
+
+async def test_reading_after_a_seq_gives_what_the_orm_gives_on_both_paths(path, advisor):
+    conversation = await sync_to_async(new_conversation)(advisor)
+    for i in range(5):
+        await post(conversation, sender="visitor", text=f"t{i}", client_id=f"e{i}")
+
+    def orm_events():
+        return [m.as_event() for m in conversation.messages_after(2)]
+
+    assert await fastpath.entries_after(conversation, 2) == await sync_to_async(orm_events)()
+
+
+# --- the queue: every waiting visitor's place, at a bounded cost ---------------------------------
+
+
+async def test_every_waiting_visitor_learns_their_place_even_far_back_in_a_long_queue():
+    def fill() -> list[int]:
+        return [new_conversation().pk for _ in range(503)]
+
+    ids = await sync_to_async(fill)()
+    snapshot = await database_sync_to_async(QueueSnapshot.load)()
+    assert len(snapshot.waiting) == 500  # what the advisors are sent
+    assert snapshot.position_of(ids[0]) == 1
+    assert snapshot.position_of(ids[-1]) == 503
+
+
+async def test_waiting_visitors_see_their_place_move_as_conversations_are_taken_with_few_frames(
+    advisor, other_advisor
+):
+    visitors = []
+    for _ in range(12):
+        visitor = await visitor_socket()
+        await visitor.send_json_to(START)
+        await receive_until(visitor, "started")
+        visitors.append(visitor)
+    last = visitors[-1]
+    await receive_until(last, "queue", position=12, timeout=5)
+
+    consoles = [(await advisor_socket(a))[0] for a in (advisor, other_advisor)]
+    # Six takes in quick succession, from two advisors.
+    for i in range(6):
+        await consoles[i % 2].send_json_to({"type": "take_next"})
+    # Every visitor still waiting ends on their right place...
+    frames = 0
+    for place, visitor in enumerate(visitors[6:], start=1):
+        while True:
+            frame = await receive_until(visitor, "queue", timeout=5)
+            frames += 1
+            if frame["position"] == place:
+                break
+    # ...and is not sent a frame for every change: the hub reloads the queue at most every
+    # QUEUE_REFRESH_INTERVAL and a visitor gets a frame only when their place changed.
+    assert frames <= 6 * 6
+    for socket in (*visitors, *consoles):
+        await socket.disconnect()
+
+
+# --- heartbeats and idle sockets -----------------------------------------------------------------
+
+
+async def test_a_socket_that_sends_nothing_is_closed_after_the_idle_time_and_a_pinging_one_is_not(
+    settings,
+):
+    settings.SOCKET_IDLE_SECONDS = 1
+    silent = await visitor_socket()
+    pinging = await visitor_socket()
+
+    async def ping_for(seconds: float) -> None:
+        for _ in range(int(seconds / 0.3)):
+            await pinging.send_json_to({"type": "ping"})
+            await receive_until(pinging, "pong")
+            await asyncio.sleep(0.3)
+
+    await ping_for(3)
+    closed = await silent.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4408}
+    await pinging.send_json_to({"type": "ping"})
+    assert (await receive_until(pinging, "pong"))["type"] == "pong"
+    await pinging.disconnect()
