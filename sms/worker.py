@@ -36,7 +36,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import requests
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import close_old_connections, transaction
@@ -71,7 +70,8 @@ CLOCK_SKEW = timedelta(minutes=2)
 # Items per step before the loop looks at the other steps.
 BATCH = 50
 
-NETWORK_ERRORS = (requests.RequestException, OSError, TwilioException)
+# requests' errors (timeouts, refused connections) are OSErrors.
+NETWORK_ERRORS = (OSError, TwilioException)
 
 
 def backoff(attempts: int, first: int, longest: int) -> timedelta:

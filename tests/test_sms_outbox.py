@@ -341,3 +341,22 @@ def test_answers_are_split_within_twilios_1600_character_limit(text, parts):
     assert len(split) == parts
     assert all(utf16_length(part) <= 1600 for part in split)
     assert "".join(split).replace(" ", "") == text.replace(" ", "")
+
+
+def test_the_question_to_twilio_about_a_send_in_doubt_passes_twilios_schema(
+    twilio_api, advisor, worker
+):
+    """The list request (and its answer) of a send in doubt, through Prism when it runs."""
+    post_signed(Client(), "/sms/inbound", inbound_fields(sender=SENDER, body="hej"))
+    worker.run_until_idle()
+    conversation = Conversation.objects.get()
+    conversation.take(advisor)
+    answer(conversation, advisor, "Svar i ovisshet")
+    # A worker started the send and died before it knew the outcome.
+    OutboundSms.objects.update(attempt_started_at=datetime.now(UTC))
+    worker.run_until_idle()
+    asked = [r for r in twilio_api.fake.state.requests if r.method == "GET"]
+    assert len(asked) == 1
+    assert "To=%2B46701234567" in asked[0].path
+    assert [m["body"] for m in twilio_api.fake.created()] == ["Svar i ovisshet"]
+    assert OutboundSms.objects.get().status == "queued"
