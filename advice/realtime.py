@@ -292,7 +292,10 @@ class Hub:
             await asyncio.sleep(max(QUEUE_REFRESH_DELAY, QUEUE_REFRESH_INTERVAL - since_last))
             self._queue_loaded_at = time.monotonic()
             try:
-                snapshot = await database_sync_to_async(QueueSnapshot.load)()
+                # Off the shared database thread, which every handshake of the process uses.
+                snapshot = await database_sync_to_async(
+                    QueueSnapshot.load, thread_sensitive=False
+                )()
             except Exception:
                 logger.exception("could not load the queue")
                 return

@@ -54,7 +54,12 @@ class ConsentAndCodeFrames:
 
     async def line_is_open(self, options: dict[str, Any]) -> bool:
         """False, after telling the visitor when the line opens, while it is closed."""
-        status = await database_sync_to_async(line_status)(options.get("county", ""))
+        # Off the shared database thread (thread_sensitive=False: a worker thread of its own
+        # and its own connection): in a surge hundreds of visitors start at once, and on the one
+        # thread every handshake of the process would wait behind them (docs/performance.md).
+        status = await database_sync_to_async(line_status, thread_sensitive=False)(
+            options.get("county", "")
+        )
         if status.open:
             return True
         frame = await database_sync_to_async(line_closed_frame)(status, options["language"])
@@ -62,9 +67,10 @@ class ConsentAndCodeFrames:
         return False
 
     async def start_conversation(self, return_code: str, options: dict[str, Any]):
-        return await database_sync_to_async(returncodes.start_web_conversation)(
-            return_code, **options
-        )
+        # Off the shared database thread too (see line_is_open).
+        return await database_sync_to_async(
+            returncodes.start_web_conversation, thread_sensitive=False
+        )(return_code, **options)
 
     # --- frames --------------------------------------------------------------------------
 
@@ -100,3 +106,41 @@ class ConsentAndCodeFrames:
         """After a (re)connect: an interpreter still waiting for this visitor's answer."""
         if await database_sync_to_async(interpreters.waiting_request)(conversation):
             await self.send_frame({"type": "interpreter_request"})
+
+
+def consent_and_code_strings() -> dict[str, Any]:
+    """What the chat page's script says about interpreters, opening hours and return codes
+    (handed to the page with the other strings, chat.strings.chat_strings)."""
+    from django.utils.translation import gettext as _
+
+    return {
+        "timeZone": settings.TIME_ZONE,
+        "events": {
+            "interpreter_invited": _("The advisor has invited an interpreter."),
+            "interpreter_waiting": _("An interpreter is waiting to join."),
+            "interpreter_joined": _("The interpreter has joined the chat."),
+            "interpreter_refused": _("You said no to the interpreter."),
+            "interpreter_shared": _("The advisor showed the interpreter the earlier messages."),
+            "interpreter_left": _("The interpreter has left the chat."),
+            "interpreter_revoked": _("The advisor withdrew the invitation to the interpreter."),
+        },
+        "errors": {
+            "invalid_return_code": _(
+                "That return code does not work. Check the words, or start without the code."
+            ),
+            "return_codes_paused": _(
+                "Return codes cannot be checked just now. Start without the code and tell the "
+                "advisor that you have chatted before."
+            ),
+            "too_many_tries": _(
+                "You have tried too many codes. Start without the code and tell the advisor "
+                "that you have chatted before."
+            ),
+            "return_code_unavailable": _(
+                "You can get a return code once you have chatted with an advisor."
+            ),
+            "return_code_limit": _("You cannot get more return codes for this chat."),
+        },
+        # %(date)s: a date and time, written out in the visitor's language.
+        "returnCodeExpires": _("The code works until %(date)s."),
+    }

@@ -11,6 +11,8 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
+from chat.consent_and_codes import consent_and_code_strings
+
 
 def quick_exit_strings() -> dict[str, Any]:
     """What every visitor page may say: the quick exit's screen-reader announcements."""
@@ -59,4 +61,6 @@ def chat_strings() -> dict[str, Any]:
         "chooseWriter": _("Choose who is writing."),
         "chooseInterpreterLanguage": _("Choose the language for the interpreter."),
         "genericError": _("Something went wrong. Please try again."),
+        # Interpreters, opening hours and return codes (chat/consent_and_codes.py).
+        "interp": consent_and_code_strings(),
     }

@@ -336,6 +336,7 @@
     if (frame.advisor && typeof frame.advisor.capacity === "number") {
       state.capacity = frame.advisor.capacity;
     }
+    filters.spoken = (frame.advisor && frame.advisor.languages) || [];  // queue filters (interp)
     setConnection("connected");
     var seen = {};
     var count = 0;
@@ -401,8 +402,75 @@
       state.lastQueueCountText = countText;
     }
     els.queueTable.hidden = n === 0;
+    applyQueueFilter();
     tickQueue();
     updateControls();
+  }
+
+  // --- queue filters (interp): by language and by interpreter need, here in the browser ---------
+  // The queue frame carries every waiting conversation with its language and interpreter flags,
+  // so filtering needs no round trip and the server keeps one shared queue for all advisors.
+
+  var filters = {
+    language: byId("filter-language"),
+    interpreter: byId("filter-interpreter"),
+    count: byId("queue-filter-count"),
+    spoken: [],
+  };
+
+  function languageNeeded(summary) {
+    return summary.interpreter_needed ? summary.interpreter_language : summary.language;
+  }
+
+  function passesQueueFilter(summary) {
+    var language = filters.language ? filters.language.value : "";
+    var need = filters.interpreter ? filters.interpreter.value : "";
+    if (language && summary.language !== language &&
+        !(summary.interpreter_needed && summary.interpreter_language === language)) {
+      return false;
+    }
+    if (need === "needed" && !summary.interpreter_needed) { return false; }
+    if (need === "not_needed" && summary.interpreter_needed) { return false; }
+    if (need === "spoken" && filters.spoken.indexOf(languageNeeded(summary)) < 0) { return false; }
+    return true;
+  }
+
+  function applyQueueFilter() {
+    if (!filters || !filters.count) {
+      return;
+    }
+    var shown = 0;
+    state.queue.forEach(function (summary) {
+      var row = state.queueRows.get(summary.id);
+      var pass = passesQueueFilter(summary);
+      if (row) { row.hidden = !pass; }
+      if (pass) { shown += 1; }
+    });
+    var filtering = (filters.language && filters.language.value) ||
+      (filters.interpreter && filters.interpreter.value);
+    filters.count.hidden = !filtering || state.queue.length === 0;
+    filters.count.textContent = fill(filters.count.dataset.template || "",
+      { shown: shown, total: state.queue.length });
+  }
+
+  function setUpQueueFilters() {
+    if (!filters.language || !filters.interpreter) {
+      return;
+    }
+    var names = {};
+    [L.language || {}, L.interpreter_language || {}].forEach(function (labels) {
+      Object.keys(labels).forEach(function (code) {
+        if (code && code !== "other" && !names[code]) { names[code] = labels[code]; }
+      });
+    });
+    Object.keys(names).forEach(function (code) {
+      var option = document.createElement("option");
+      option.value = code;
+      option.textContent = names[code];
+      filters.language.appendChild(option);
+    });
+    filters.language.addEventListener("change", applyQueueFilter);
+    filters.interpreter.addEventListener("change", applyQueueFilter);
   }
 
   function fillQueueRow(row, summary) {
@@ -1246,6 +1314,7 @@
     });
   }
   setConnection("connecting");
+  setUpQueueFilters();
   updateControls();
   renderQueue();
   connect();

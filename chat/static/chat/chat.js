@@ -561,14 +561,14 @@
       );
       if (!writerOk) { focus(form.querySelector("input[name='writer']")); return null; }
       if (!interpreterOk) { focus(form.querySelector("[name='interpreter_language']")); return null; }
-      return {
+      return Object.assign({
         language: data.get("language") || chatConfig.language,
         writer: writer,
         interpreter_needed: interpreterNeeded,
         interpreter_language: interpreterLanguage,
         county: data.get("county") || "",
         safe_now: data.get("safe_now") || "",
-      };
+      }, extraStartOptions(data, interpreterNeeded));
     }
 
     // Returns true when the field is fine.
@@ -699,6 +699,170 @@
       state.stopped = true;
       disconnect();
       messageList.replaceChildren();
+    });
+
+    // -- interpreters, opening hours, return codes (docs/protocol.md; chat/consent_and_codes.py) --
+
+    var extra = strings.interp || {};
+    var consent = $("[data-interpreter-consent]");
+    var lineClosed = $("[data-line-closed]");
+    var returnCode = $("[data-return-code]");
+    var wantsReturnCode = false;
+    Object.assign(strings.events = strings.events || {}, extra.events || {});
+
+    // The interpreter wishes count only with an interpreter; the return code only when typed.
+    function extraStartOptions(data, interpreterNeeded) {
+      var options = {};
+      if (interpreterNeeded) {
+        options.interpreter_outside_community = data.get("interpreter_outside_community") === "yes";
+        options.interpreter_gender = data.get("interpreter_gender") || "";
+      }
+      var code = (data.get("return_code") || "").trim();
+      setFieldError("return_code", "");
+      if (code) options.return_code = code;
+      return options;
+    }
+
+    function formatMoment(iso) {
+      var date = new Date(iso);
+      if (isNaN(date.getTime())) return "";
+      try {
+        return new Intl.DateTimeFormat(document.documentElement.lang || undefined, {
+          weekday: "long", day: "numeric", month: "long", hour: "2-digit", minute: "2-digit",
+          timeZone: extra.timeZone || undefined,
+        }).format(date);
+      } catch (e) {
+        return date.toLocaleString();
+      }
+    }
+
+    function showLineClosed(frame) {
+      var opens = lineClosed.querySelector("[data-line-opens]");
+      var when = lineClosed.querySelector("[data-line-opens-at]");
+      opens.hidden = !frame.opens_at;
+      if (frame.opens_at) {
+        when.setAttribute("datetime", frame.opens_at);
+        when.textContent = formatMoment(frame.opens_at);
+      }
+      if (Array.isArray(frame.numbers) && frame.numbers.length) {
+        var list = lineClosed.querySelector("[data-emergency-numbers]");
+        list.replaceChildren.apply(list, frame.numbers.map(function (item) {
+          var li = document.createElement("li");
+          var link = document.createElement("a");
+          link.className = "numbers__number";
+          link.href = "tel:" + String(item.number).replace(/[^0-9+]/g, "");
+          link.textContent = item.number;
+          var label = document.createElement("span");
+          label.className = "numbers__label";
+          label.textContent = item.label;
+          li.append(link, " ", label);
+          return li;
+        }));
+      }
+      lineClosed.hidden = false;
+      focus(lineClosed.querySelector("h2"));
+    }
+
+    function askConsent(show) {
+      consent.hidden = !show;
+      if (show) focus(consent.querySelector("h2"));
+    }
+
+    function showReturnCode(frame) {
+      var result = returnCode.querySelector("[data-return-code-result]");
+      var words = returnCode.querySelector("[data-return-code-words]");
+      words.replaceChildren.apply(words, (frame.words || String(frame.code).split(" ")).map(
+        function (word) {
+          var span = document.createElement("span");
+          span.className = "return-code__word";
+          span.textContent = word;
+          return span;
+        }
+      ));
+      var expires = result.querySelector("[data-return-code-expires]");
+      if (!expires) {
+        expires = document.createElement("p");
+        expires.setAttribute("data-return-code-expires", "");
+        result.appendChild(expires);
+      }
+      expires.textContent = (extra.returnCodeExpires || "").replace(
+        "%(date)s", formatMoment(frame.expires_at)
+      );
+      result.hidden = false;
+      showReturnCodeError("");
+    }
+
+    function showReturnCodeError(message) {
+      var error = returnCode.querySelector("[data-return-code-error]");
+      error.textContent = message || "";
+      error.hidden = !message;
+    }
+
+    function resetExtras() {
+      askConsent(false);
+      wantsReturnCode = false;
+      returnCode.querySelector("[data-return-code-result]").hidden = true;
+      returnCode.querySelector("[data-return-code-words]").replaceChildren();
+      showReturnCodeError("");
+    }
+
+    var errors = extra.errors || {};
+    var START_CODE_ERRORS = ["invalid_return_code", "return_codes_paused", "too_many_tries"];
+    var baseError = handlers.error;
+    var baseState = handlers.state;
+    Object.assign(handlers, {
+      interpreter_request: function () { askConsent(true); },
+      interpreter: function () { askConsent(false); },
+      return_code: showReturnCode,
+      state: function (frame) {
+        baseState(frame);
+        if (ENDED.indexOf(frame.status) !== -1) askConsent(false);
+        if (wantsReturnCode && frame.status === "closed") {
+          wantsReturnCode = false;
+          send({ type: "return_code" });
+        }
+      },
+      error: function (frame) {
+        if (frame.code === "line_closed") {
+          state.startOptions = null;
+          showSetup("");
+          showLineClosed(frame);
+        } else if (START_CODE_ERRORS.indexOf(frame.code) !== -1 && frame.ref === "start") {
+          state.startOptions = null;
+          showSetup("");
+          var field = form.querySelector("[data-return-code-field]");
+          if (field) field.open = true;
+          setFieldError("return_code", errors[frame.code] || strings.genericError);
+          focus(form.querySelector("[name='return_code']"));
+        } else if (frame.ref === "return_code") {
+          showReturnCodeError(errors[frame.code] || strings.genericError);
+        } else if (frame.ref === "interpreter_answer") {
+          askConsent(false);
+        } else {
+          baseError(frame);
+        }
+      },
+    });
+
+    root.addEventListener("click", function (event) {
+      var button = event.target.closest ? event.target.closest("[data-action]") : null;
+      if (!button) return;
+      var action = button.getAttribute("data-action");
+      if (action === "interpreter-yes" || action === "interpreter-no") {
+        send({ type: "interpreter_answer", accept: action === "interpreter-yes" });
+        askConsent(false);
+        focus(input);
+      } else if (action === "get-return-code") {
+        // After the end the page lets its socket go; it comes back with the token (which
+        // still works for a while) and asks once the server has said where things stand.
+        if (!send({ type: "return_code" })) {
+          wantsReturnCode = true;
+          state.stopped = false;
+          connect();
+        }
+      } else if (action === "new-chat") {
+        resetExtras();
+      }
     });
 
     // -- begin --
