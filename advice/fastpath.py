@@ -1,3 +1,5 @@
+# The SQL here is built from the models' own table and column names; every value is a parameter.
+# ruff: noqa: S608
 """The hot path of the message stream: append a text, read what came after a seq.
 
 `Conversation.post` (advice.models) defines the rules: a text is validated, stored encrypted
@@ -153,10 +155,10 @@ def _append_sql(with_advisor: bool) -> str:
     advisor_check = " AND advisor_id = %s" if with_advisor else ""
     # Identifiers come from the models' own metadata; every value is a parameter.
     parts = [
-        f'WITH c AS (UPDATE "{conversation_table}" SET last_seq = last_seq + 1',  # noqa: S608
+        f'WITH c AS (UPDATE "{conversation_table}" SET last_seq = last_seq + 1',
         f" WHERE id = %s AND channel = %s AND status = ANY(%s){advisor_check}",
         " RETURNING id, last_seq)",
-        f' INSERT INTO "{message_meta.db_table}" ({", ".join(columns)})',  # noqa: S608
+        f' INSERT INTO "{message_meta.db_table}" ({", ".join(columns)})',
         f" SELECT {', '.join(expressions)} FROM c",
         f' RETURNING "{message_meta.pk.column}", seq',
     ]
@@ -227,7 +229,7 @@ def _page_sql() -> str:
     meta = Message._meta
     columns = ", ".join(f'"{f.column}"' for f in meta.concrete_fields)
     return (
-        f'SELECT {columns} FROM "{meta.db_table}"'  # noqa: S608
+        f'SELECT {columns} FROM "{meta.db_table}"'
         f" WHERE conversation_id = %s AND seq > %s ORDER BY seq LIMIT %s"
     )
 

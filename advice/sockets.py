@@ -4,6 +4,7 @@ rate limiting, heartbeats and idle closing, and in-order delivery from the strea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -203,12 +204,10 @@ class JsonSocket(AsyncWebsocketConsumer):
         transport = self._transport = _daphne_transport(self.base_send)
         handle = getattr(transport, "getHandle", None)
         if handle is not None:
-            try:
+            with contextlib.suppress(OSError):
                 handle().setsockopt(
                     socket.SOL_SOCKET, socket.SO_SNDBUF, settings.SOCKET_SEND_BUFFER_BYTES
                 )
-            except OSError:
-                pass
 
     def _unsent_bytes(self) -> int:
         """Bytes the server holds for this client that the client has not taken yet: Daphne

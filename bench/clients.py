@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -115,17 +116,21 @@ class Socket:
             pass
 
     async def open_somewhere(self, deadline: float) -> None:
-        """Connect to the current address, or the next, until one answers."""
+        """Connect to the current address, or the next, until one answers; like the pages,
+        wait a little longer (with jitter) after each failure, so that hundreds of clients
+        cut off at once do not hammer the process that is left."""
+        delay = 0.1
         while True:
             try:
-                await self.open(timeout=2)
+                await self.open(timeout=10)
                 return
             except (OSError, InvalidHandshake, InvalidStatus, TimeoutError):
                 self.connect_failures += 1
                 self.url_index += 1
                 if now() > deadline:
                     raise
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(2.0, delay * 2)
 
     async def _read(self) -> None:
         try:

@@ -482,7 +482,7 @@ async def failover(stack: Stack, *, conversations: int, rate: float,
         await client.closed_event.wait()
         client.url_index += 1
         try:
-            await client.open_somewhere(now() + 30)
+            await client.open_somewhere(now() + 60)
             await client.resume()
             resumed_at[client] = now()
         except Exception as e:
@@ -505,7 +505,7 @@ async def failover(stack: Stack, *, conversations: int, rate: float,
     killer = asyncio.create_task(kill_half_way())
     sent = await offer(pairs, rate, duration, ledger, say)
     await killer
-    await asyncio.wait(returning, timeout=30)
+    await asyncio.wait(returning, timeout=60)
     deadline = now() + 20
     while now() < deadline and not ledger.all_arrived():
         for client in sockets:
@@ -523,6 +523,7 @@ async def failover(stack: Stack, *, conversations: int, rate: float,
         "conversations": len(pairs), "offered_rate": rate, "duration_s": duration,
         **measured(ledger, sent),
         "connect_failures": failures + (conversations - len(pairs)),
+        "reconnect_attempts_failed": sum(c.connect_failures for c in on_victim),
         "clients_on_killed_process": len(on_victim),
         "clients_resumed": len(resumed_at),
         "all_resumed_s": round(max(resume_times) / 1000, 2) if resume_times else None,

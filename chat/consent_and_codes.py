@@ -17,6 +17,7 @@ from advice.realtime import publish
 from advice.sockets import ProtocolError, field
 
 COUNTY_CHOICES = ["", *(code for code, _name in COUNTIES)]
+VISITOR_LANGUAGE_CODES = [code for code, _name in settings.LANGUAGES]
 
 
 class ConsentAndCodeFrames:
@@ -75,9 +76,17 @@ class ConsentAndCodeFrames:
     # --- frames --------------------------------------------------------------------------
 
     async def handle_line_status(self, frame: dict[str, Any]) -> None:
+        """Whether the line is open for a county; while closed, with the numbers to call,
+        labelled in `language`."""
         county = field(frame, "county", str, default="", choices=COUNTY_CHOICES)
+        language = field(frame, "language", str, default=settings.LANGUAGE_CODE,
+                         choices=VISITOR_LANGUAGE_CODES)
         status = await database_sync_to_async(line_status)(county)
-        await self.send_frame({"type": "line_status", **status.as_dict()})
+        answer = {"type": "line_status", **status.as_dict()}
+        if not status.open:
+            closed = await database_sync_to_async(line_closed_frame)(status, language)
+            answer["numbers"] = closed["numbers"]
+        await self.send_frame(answer)
 
     async def handle_interpreter_answer(self, frame: dict[str, Any]) -> None:
         conversation = self._require_conversation()

@@ -323,3 +323,26 @@ def test_an_admin_edits_hours_holidays_and_numbers(client, settings):
         "label": number.label, "number": "112", "order": "0", "active": "on",
     }).status_code == 302
     assert client.get("/admin/advice/emergencynumber/").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_while_closed_the_answer_carries_the_numbers_in_the_visitors_language():
+    schedule = await OpeningSchedule.objects.acreate(county="")
+    await WeeklyHours.objects.acreate(schedule=schedule, weekday=1, opens=time(8), closes=time(18))
+    await EmergencyNumber.objects.acreate(label="Police, when it is not an emergency",
+                                          number="114 14", order=1)
+    await EmergencyNumber.objects.acreate(label="Emergency: police, ambulance, fire",
+                                          number="112", order=0)
+    with time_machine.travel(local(2026, 11, 24, 20, 0), tick=True):
+        visitor = await visitor_socket()
+        await visitor.send_json_to({"type": "line_status", "language": "en"})
+        status = await receive_until(visitor, "line_status")
+        assert status["open"] is False
+        assert status["opens_at"] == local(2026, 12, 1, 8, 0).isoformat()  # next Tuesday
+        assert status["numbers"] == [
+            {"label": "Emergency: police, ambulance, fire", "number": "112"},
+            {"label": "Police, when it is not an emergency", "number": "114 14"},
+        ]
+        await visitor.send_json_to({"type": "line_status", "language": "xx"})
+        assert (await receive_until(visitor, "error"))["code"] == "invalid_field"
+        await visitor.disconnect()

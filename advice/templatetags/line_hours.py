@@ -1,7 +1,9 @@
 """Opening hours in templates: `{% load line_hours %}`, then
 `{% line_status_now county as line %}` ({"open", "opens_at", "closes_at"}, times as aware
-datetimes in the service's time zone) and `{% emergency_numbers_shown as numbers %}`
-([{"label", "number"}], labels translated into the active language)."""
+datetimes in the service's time zone), `{% emergency_numbers_shown as numbers %}` (the admin's
+numbers, [{"label", "number"}], labels translated into the active language) and
+`{% default_emergency_numbers as numbers %}` (the built-in four, without touching the
+database: the chat page renders them and its script swaps in the admin's from the socket)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from django import template
 from django.conf import settings
 from django.utils.translation import gettext
 
-from advice.hours import emergency_numbers, line_status
+from advice.hours import DEFAULT_EMERGENCY_NUMBERS, emergency_numbers, line_status
 
 register = template.Library()
 
@@ -33,4 +35,11 @@ def line_status_now(county: str = "") -> dict[str, Any]:
 def emergency_numbers_shown() -> list[dict[str, str]]:
     return [
         {"label": gettext(n["label"]), "number": n["number"]} for n in emergency_numbers()
+    ]
+
+
+@register.simple_tag
+def default_emergency_numbers() -> list[dict[str, str]]:
+    return [
+        {"label": gettext(label), "number": number} for label, number in DEFAULT_EMERGENCY_NUMBERS
     ]

@@ -133,6 +133,8 @@ def context(browser) -> Iterator[Any]:
 @pytest.fixture
 def page(context) -> Iterator[Any]:
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    # Generous: a loaded CI machine runs several Daphne processes and browsers at once. Tests
+    # that expect something NOT to happen wait explicitly and briefly instead.
+    page.set_default_timeout(20_000)
     yield page
     page.close()

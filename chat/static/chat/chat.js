@@ -736,7 +736,7 @@
       }
     }
 
-    function showLineClosed(frame) {
+    function showLineClosed(frame, moveFocus) {
       var opens = lineClosed.querySelector("[data-line-opens]");
       var when = lineClosed.querySelector("[data-line-opens-at]");
       opens.hidden = !frame.opens_at;
@@ -760,7 +760,36 @@
         }));
       }
       lineClosed.hidden = false;
-      focus(lineClosed.querySelector("h2"));
+      if (moveFocus) focus(lineClosed.querySelector("h2"));
+    }
+
+    // Before the chat starts: is the line open for the chosen county? A short-lived socket
+    // asks (the page itself is rendered without looking), and the answer shows the opening
+    // hours and the numbers to call while it is closed.
+    function checkLine() {
+      if (state.token || !setupView || setupView.hidden) return;
+      var countyField = form.querySelector("[name='county']");
+      var scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+      var probe;
+      try {
+        probe = new WebSocket(scheme + "//" + window.location.host + chatConfig.socketPath);
+      } catch (e) {
+        return;
+      }
+      probe.addEventListener("open", function () {
+        probe.send(JSON.stringify({
+          type: "line_status", county: countyField ? countyField.value : "",
+          language: chatConfig.language,
+        }));
+      });
+      probe.addEventListener("message", function (event) {
+        var frame;
+        try { frame = JSON.parse(event.data); } catch (e) { return; }
+        if (frame.type !== "line_status") return;
+        if (frame.open) lineClosed.hidden = true;
+        else showLineClosed(frame, false);
+        probe.close(1000);
+      });
     }
 
     function askConsent(show) {
@@ -826,7 +855,7 @@
         if (frame.code === "line_closed") {
           state.startOptions = null;
           showSetup("");
-          showLineClosed(frame);
+          showLineClosed(frame, true);
         } else if (START_CODE_ERRORS.indexOf(frame.code) !== -1 && frame.ref === "start") {
           state.startOptions = null;
           showSetup("");
@@ -862,8 +891,12 @@
         }
       } else if (action === "new-chat") {
         resetExtras();
+        checkLine();
       }
     });
+    var countySelect = form.querySelector("[name='county']");
+    if (countySelect) countySelect.addEventListener("change", checkLine);
+    checkLine();
 
     // -- begin --
 

@@ -243,6 +243,10 @@
     // Out of the address bar at once; replaceState adds no history entry.
     history.replaceState(null, "", location.pathname);
   }
+  // A link opened in a tab that already shows this page only changes the fragment: start over.
+  window.addEventListener("hashchange", function () {
+    if (location.hash.length > 1) { location.reload(); }
+  });
   say(S.connecting);
   connect();
 })();
