@@ -596,13 +596,19 @@ class ConversationEvent(models.Model):
         return f"{self.kind} {self.created_at:%Y-%m-%d %H:%M}"
 
 
+# The head of the queue that advisors are sent. A summary is about 400 bytes of JSON and Daphne
+# refuses frames over 64 KiB (manage.py serve): 500 summaries made a 206 KB frame that never
+# left the server, so in a surge the consoles stopped updating (docs/performance.md).
+QUEUE_SENT_TO_ADVISORS = 100
+
+
 @dataclass
 class QueueSnapshot:
     """The waiting conversations in queue order, and an estimate of the wait."""
 
     waiting: list[Conversation] = field(default_factory=list)
     average_wait_seconds: int = 0
-    # Every waiting conversation's id in queue order (`waiting` holds the first 500 only), so
+    # Every waiting conversation's id in queue order (`waiting` holds only the head), so
     # every waiting visitor learns their place, however long the queue.
     order: list[int] | None = None
     # What the sockets of a process build from this snapshot once and share (advice.sockets).
@@ -610,9 +616,11 @@ class QueueSnapshot:
 
     @classmethod
     def load(cls) -> QueueSnapshot:
-        waiting = list(Conversation.objects.in_queue_order().select_related(None)[:500])
+        waiting = list(
+            Conversation.objects.in_queue_order().select_related(None)[:QUEUE_SENT_TO_ADVISORS]
+        )
         order = (
-            [c.pk for c in waiting] if len(waiting) < 500
+            [c.pk for c in waiting] if len(waiting) < QUEUE_SENT_TO_ADVISORS
             else list(Conversation.objects.in_queue_order().values_list("pk", flat=True))
         )
         recent = list(

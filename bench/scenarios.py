@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from typing import Any
+
+from websockets.exceptions import ConnectionClosed
 
 from bench.clients import (
     Advisor,
@@ -350,7 +353,8 @@ async def surge(stack: Stack, *, visitors: int, advisors: int,
             await console.send({"type": "take_next"})
             try:
                 frame = await answer
-            except Exception:
+            except Exception as e:
+                note_errors([e])
                 continue
             if frame["type"] == "error":
                 await asyncio.sleep(0.2)
@@ -361,14 +365,15 @@ async def surge(stack: Stack, *, visitors: int, advisors: int,
             takes.append((took, public_id))
             await asyncio.sleep(0.5)  # a (very) short conversation
             closed = console.wait_for(
-                lambda f: f["type"] == "conversation" and f["conversation"]["id"] == public_id
+                lambda f, public_id=public_id: f["type"] == "conversation"
+                and f["conversation"]["id"] == public_id
                 and f["conversation"]["status"] == "closed", 10)
             await console.send({"type": "close", "conversation": public_id,
                                 "outcome": "advice_given"})
             try:
                 await closed
-            except Exception:
-                pass
+            except Exception as e:
+                note_errors([e])
 
     cpu_before = server.cpu_seconds()
     began = now()
@@ -490,10 +495,9 @@ async def failover(stack: Stack, *, conversations: int, rate: float,
             failures += 1
 
     async def say(pair: Pair, message_id: int, at: float, from_visitor: bool) -> None:
-        try:
+        # Not acknowledged when its socket is gone: sent again after the resume.
+        with contextlib.suppress(ConnectionClosed):
             await pair.say(message_id, at, from_visitor=from_visitor)
-        except Exception:
-            pass  # not acknowledged: sent again after the resume
 
     async def kill_half_way() -> None:
         nonlocal killed_at
@@ -510,10 +514,8 @@ async def failover(stack: Stack, *, conversations: int, rate: float,
     while now() < deadline and not ledger.all_arrived():
         for client in sockets:
             if client.unacked and not client.closed_event.is_set():
-                try:
+                with contextlib.suppress(ConnectionClosed):
                     await client.resend()
-                except Exception:
-                    pass
         await asyncio.sleep(0.5)
     resume_times = [(t - killed_at) * 1000 for t in resumed_at.values()]
     await gather_limited([s.close() for s in sockets], 200)

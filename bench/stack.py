@@ -16,6 +16,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where the servers' own logs go (warnings and errors only: LOG_LEVEL=WARNING).
+LOGS = ROOT / "bench" / "results"
 
 # The server gets core 0, the load generator core 1 (PostgreSQL and Redis float), so the two
 # sides do not take each other's time. On a one-core machine nothing is pinned.
@@ -162,18 +164,30 @@ class Server:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.command, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True,
-        )
+        # The server's warnings and errors go to a file (a pipe nobody reads would fill up and
+        # stop the server).
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOGS / f"server-{self.port}.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
+                stderr=log, start_new_session=True,
+            )
+
+    def log_tail(self, size: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-size:]
+        except OSError:
+            return ""
 
     def wait_ready(self, timeout: float = 30) -> None:
         assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                raise RuntimeError(f"server exited with {self.process.returncode}: {err[-2000:]}")
+                raise RuntimeError(
+                    f"server exited with {self.process.returncode}: {self.log_tail()}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return

@@ -15,7 +15,14 @@ from channels.db import database_sync_to_async
 
 from advice import crypto, fastpath
 from advice.choices import Channel
-from advice.models import Conversation, DomainError, Message, QueueSnapshot, message_posted
+from advice.models import (
+    QUEUE_SENT_TO_ADVISORS,
+    Conversation,
+    DomainError,
+    Message,
+    QueueSnapshot,
+    message_posted,
+)
 from tests.factories import START, advisor_socket, receive_until, visitor_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -137,15 +144,15 @@ async def test_reading_after_a_seq_gives_what_the_orm_gives_on_both_paths(path, 
 # --- the queue: every waiting visitor's place, at a bounded cost ---------------------------------
 
 
-async def test_every_waiting_visitor_learns_their_place_even_far_back_in_a_long_queue():
+async def test_every_waiting_visitor_learns_their_place_even_beyond_what_advisors_are_sent():
     def fill() -> list[int]:
-        return [new_conversation().pk for _ in range(503)]
+        return [new_conversation().pk for _ in range(QUEUE_SENT_TO_ADVISORS + 3)]
 
     ids = await sync_to_async(fill)()
     snapshot = await database_sync_to_async(QueueSnapshot.load)()
-    assert len(snapshot.waiting) == 500  # what the advisors are sent
+    assert len(snapshot.waiting) == QUEUE_SENT_TO_ADVISORS  # what the advisors are sent
     assert snapshot.position_of(ids[0]) == 1
-    assert snapshot.position_of(ids[-1]) == 503
+    assert snapshot.position_of(ids[-1]) == QUEUE_SENT_TO_ADVISORS + 3
 
 
 async def test_waiting_visitors_see_their_place_move_as_conversations_are_taken_with_few_frames(

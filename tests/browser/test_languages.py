@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from django.conf import settings
 from playwright.sync_api import Page, expect
+from websockets.sync.client import ClientConnection, connect
 
-from advice.models import Conversation
+from advice.models import Conversation, OpeningSchedule
 from tests.browser.conftest import _local_only
 from tests.browser.visitor import Advisor
 from tests.factories import make_advisor
@@ -105,12 +106,12 @@ def axe_context(browser, request):
 
 @pytest.mark.parametrize("code", LANGUAGES)
 def test_axe_finds_no_serious_or_critical_violation_on_any_visitor_page(
-    daphne_server, axe_context, code
+    shared_server, axe_context, code
 ):
     report = AxeReport(code)
     page = axe_context.new_page()
     page.set_default_timeout(10_000)
-    base = daphne_server.url + prefix(code)
+    base = shared_server.url + prefix(code)
 
     page.goto(base)
     report.check(page, "start (interruption) page")
@@ -128,7 +129,7 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_visitor_page(
     expect(page.locator("[data-queue-position]")).not_to_be_empty()
     report.check(page, "waiting screen")
 
-    advisor = Advisor(daphne_server, make_advisor("alice"))
+    advisor = Advisor(shared_server, make_advisor("alice"))
     try:
         conversation = advisor.take_first_waiting()
         expect(heading_for(page, "active")).to_be_visible()
@@ -138,29 +139,59 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_visitor_page(
         send_as_visitor(page, "Hej")
         report.check(page, "active chat")
 
+        interpreter = interpreter_asks_to_join(shared_server, advisor, conversation)
+        try:
+            consent = page.locator("[data-interpreter-consent]")
+            expect(consent).to_be_visible()
+            report.check(page, "interpreter consent question")
+            page.locator("[data-action='interpreter-no']").click()
+            expect(consent).to_be_hidden()
+        finally:
+            interpreter.close()
+
         advisor.send({"type": "close", "conversation": conversation,
                       "outcome": "advice_given"})
         expect(heading_for(page, "closed")).to_be_visible()
         report.check(page, "ended chat")
+        page.locator("[data-action='get-return-code']").click()
+        expect(page.locator("[data-return-code-result]")).to_be_visible()
+        report.check(page, "return code shown")
     finally:
         advisor.close()
+
+    # A national schedule with no hours at all: the line is closed, and the page says so.
+    OpeningSchedule.objects.create(county="")
+    page.goto(base + "chat/")
+    expect(page.locator("[data-line-closed]")).to_be_visible()
+    report.check(page, "line-closed notice")
 
     report.assert_clean()
     assert report.pages == [
         "start (interruption) page", "safety page", "chat form", "chat form with an error",
-        "waiting screen", "active chat", "ended chat",
+        "waiting screen", "active chat", "interpreter consent question", "ended chat",
+        "return code shown", "line-closed notice",
     ]
+
+
+def interpreter_asks_to_join(server: Any, advisor: Advisor, conversation: str) -> ClientConnection:
+    """The advisor makes an interpreter's link and the interpreter opens it: the visitor is
+    asked. (The interpreter's page is not a visitor page; its socket is enough here.)"""
+    advisor.send({"type": "invite_interpreter", "conversation": conversation})
+    link = advisor.receive_until("interpreter_link")["link"]
+    socket = connect(server.ws_url + "/ws/interpreter/", origin=server.url, open_timeout=5)
+    socket.send(json.dumps({"type": "join", "key": link.split("#", 1)[1]}))
+    return socket
 
 
 @pytest.mark.parametrize("code", ["sv", "ar", "ti"])
 def test_axe_finds_no_serious_violation_in_the_dark_colour_scheme_either(
-    daphne_server, axe_context, code
+    shared_server, axe_context, code
 ):
     """The pages follow the device's dark mode; its colours must hold their contrast too."""
     report = AxeReport(code)
     page = axe_context.new_page()
     page.emulate_media(color_scheme="dark")
-    base = daphne_server.url + prefix(code)
+    base = shared_server.url + prefix(code)
     for path, name in [("", "start page"), ("about/", "safety page"), ("chat/", "chat form")]:
         page.goto(base + path)
         report.check(page, name)
@@ -171,9 +202,9 @@ def test_axe_finds_no_serious_violation_in_the_dark_colour_scheme_either(
 
 
 def test_the_language_chosen_on_the_start_page_carries_through_to_the_conversation(
-    daphne_server, page
+    shared_server, page
 ):
-    page.goto(daphne_server.url + "/")
+    page.goto(shared_server.url + "/")
     assert page.evaluate("() => document.documentElement.lang") == "sv"
     page.locator("nav.languages a[hreflang='ti']").click()
     page.wait_for_url("**/ti/")
@@ -220,11 +251,11 @@ def radio_beside_label(page: Page) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("code", RIGHT_TO_LEFT)
-def test_right_to_left_languages_mirror_the_page(daphne_server, page, code):
+def test_right_to_left_languages_mirror_the_page(shared_server, page, code):
     page.set_viewport_size({"width": 1024, "height": 800})
-    page.goto(daphne_server.url + "/")
+    page.goto(shared_server.url + "/")
     ltr = layout(page)
-    page.goto(daphne_server.url + prefix(code))
+    page.goto(shared_server.url + prefix(code))
     rtl = layout(page)
 
     assert (ltr["dir"], ltr["direction"]) == ("ltr", "ltr")
@@ -237,18 +268,18 @@ def test_right_to_left_languages_mirror_the_page(daphne_server, page, code):
     assert ltr["textLeftGap"] <= 1 < ltr["textRightGap"]
     assert rtl["textRightGap"] <= 1 < rtl["textLeftGap"]
 
-    page.goto(daphne_server.url + "/chat/")
+    page.goto(shared_server.url + "/chat/")
     ltr_choice = radio_beside_label(page)
-    page.goto(daphne_server.url + prefix(code) + "chat/")
+    page.goto(shared_server.url + prefix(code) + "chat/")
     rtl_choice = radio_beside_label(page)
     assert ltr_choice["input"] < ltr_choice["label"]
     assert rtl_choice["input"] > rtl_choice["label"]
 
 
-def test_in_a_right_to_left_chat_the_visitors_messages_sit_on_the_left(daphne_server, page):
+def test_in_a_right_to_left_chat_the_visitors_messages_sit_on_the_left(shared_server, page):
     page.set_viewport_size({"width": 1024, "height": 800})
-    start_chat(page, daphne_server, "ar")
-    advisor = Advisor(daphne_server, make_advisor("alice"))
+    start_chat(page, shared_server, "ar")
+    advisor = Advisor(shared_server, make_advisor("alice"))
     try:
         conversation = advisor.take_first_waiting()
         expect(heading_for(page, "active")).to_be_visible()
