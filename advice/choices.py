@@ -68,7 +68,7 @@ INTERPRETER_LANGUAGES = [
     ("bs", "Bosanski/Hrvatski/Srpski"),
     ("ru", "Русский (Russian)"),
     ("en", "English"),
-    ("other", "Another language"),
+    ("other", _("Another language")),
 ]
 
 

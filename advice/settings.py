@@ -14,6 +14,7 @@ from cryptography.fernet import Fernet as _Fernet
 from django.conf.locale import LANG_INFO as _django_lang_info
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
+from django.utils.translation import gettext_noop
 
 from advice.env import env_bool, env_int, env_list, env_str
 from sms.config import twilio_from_environment
@@ -205,10 +206,11 @@ LANGUAGES = [
 ]
 LANGUAGES_BIDI = ["ar", "fa", "ckb"]
 # Django knows no Somali or Tigrinya; {% get_language_info %} and friends need them described.
-# (Mutated in place: django.utils.translation reads this very dict.)
+# (Mutated in place: django.utils.translation reads this very dict. The English names are
+# marked for translation: the advisor's console shows them in Swedish.)
 _django_lang_info.update({
-    "so": {"bidi": False, "code": "so", "name": "Somali", "name_local": "Soomaali"},
-    "ti": {"bidi": False, "code": "ti", "name": "Tigrinya", "name_local": "ትግርኛ"},
+    "so": {"bidi": False, "code": "so", "name": gettext_noop("Somali"), "name_local": "Soomaali"},
+    "ti": {"bidi": False, "code": "ti", "name": gettext_noop("Tigrinya"), "name_local": "ትግርኛ"},
     "fa": {**_django_lang_info["fa"], "name_local": "فارسی / دری"},
     "ckb": {**_django_lang_info["ckb"], "name_local": "کوردی (سۆرانی)"},
 })

@@ -158,12 +158,12 @@ def test_inside_a_real_daphne_the_worker_carries_a_text_to_the_console_and_back(
     server.start()
     try:
         fields = inbound_fields(sender=SENDER, body="Hej från en skolsköterska")
-        request = urllib.request.Request(  # noqa: S310 (http://127.0.0.1)
+        request = urllib.request.Request(
             base + "/sms/inbound", data=urlencode(fields).encode(), method="POST",
             headers={"X-Twilio-Signature": sign(base + "/sms/inbound", fields),
                      "Content-Type": "application/x-www-form-urlencoded"},
         )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our server)
+        with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
             assert b"<Message" in response.read()
         asyncio.run(_advisor_answers(server, advisor))

@@ -11,6 +11,7 @@ and not fuzzy in each language of settings.LANGUAGES, the compiled .mo files mus
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import pkgutil
 import re
@@ -19,6 +20,7 @@ import subprocess
 import sys
 from collections import Counter
 from functools import cache
+from html.parser import HTMLParser
 from pathlib import Path
 
 import polib
@@ -230,6 +232,28 @@ def test_translations_are_written_in_the_languages_own_script(code):
     assert not wrong, "\n".join(wrong)
 
 
+PHONE_NUMBER = re.compile(r"\d+(?:[ -]\d+)+")  # 020-50 50 50, 116 111: digits in groups
+
+
+@pytest.mark.parametrize("code", settings.LANGUAGES_BIDI)
+def test_phone_numbers_in_right_to_left_text_keep_their_dialling_order(code):
+    """In a right-to-left sentence "116 111" would be drawn as "111 116": each number in
+    groups is wrapped in a left-to-right isolate (U+2066 ... U+2069)."""
+    po = catalogue(code)
+    keys = all_visitor_keys()
+    bare = []
+    for entry in po:
+        if entry.obsolete or key_of(entry) not in keys:
+            continue
+        for form in translations_of(entry):
+            for match in PHONE_NUMBER.finditer(form):
+                before = form[match.start() - 1] if match.start() else ""
+                after = form[match.end()] if match.end() < len(form) else ""
+                if (before, after) != ("\u2066", "\u2069"):
+                    bare.append(f"{match.group()!r} in {form!r}")
+    assert not bare, "\n".join(bare)
+
+
 @pytest.mark.parametrize("code", ["so"])
 def test_latin_script_translations_are_not_copies_of_the_original(code):
     po = catalogue(code)
@@ -256,6 +280,90 @@ def test_the_compiled_catalogue_says_what_the_po_file_says(code):
         if got is None or (translations_of(got) if got.msgid_plural else [got.msgstr]) != expected:
             stale.append(entry.msgid)
     assert not stale, f"{code}: recompile ({len(stale)} stale), e.g. {stale[:3]}"
+
+
+# --- the pages as a visitor gets them ----------------------------------------------------------
+
+# What stays as it is in every language: names (the service, the languages in their own names,
+# the counties, the help lines), the key to press, and a few words that are shown next to their
+# translation because that is what the visitor will see in the browser or hear on the phone.
+KEPT_AS_IS = re.compile(
+    r"Shift|JavaScript|BRIS|Kvinnofridslinjen|incognito|cookie|IP|encrypted|socialtjänsten|"
+    r"län|www\.[\w.]+|[\d\s.,:;!?()«»“”\"'/+\-\u2013\u2014…]"
+)
+
+
+def kept_names() -> set[str]:
+    from advice.choices import COUNTIES, INTERPRETER_LANGUAGES
+
+    return {
+        settings.SERVICE_NAME, settings.VISITOR_PAGE_TITLE,
+        *(name for _code, name in settings.LANGUAGES),
+        *(str(name) for code, name in INTERPRETER_LANGUAGES if code != "other"),
+        *(name for _code, name in COUNTIES),
+    }
+
+
+class PageText(HTMLParser):
+    """The text a visitor can see or hear: text nodes and the attributes read aloud, not
+    scripts or styles; plus the strings the page hands to its script (visitor-config)."""
+
+    SPOKEN = {"aria-label", "title", "placeholder", "alt"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+        self.config = ""
+        self._in: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        self.texts += [v for k, v in attrs if k in self.SPOKEN and v]
+        if tag in {"script", "style"}:
+            self._in.append(attributes.get("id") or tag)
+
+    def handle_endtag(self, tag):
+        if tag in {"script", "style"} and self._in:
+            self._in.pop()
+
+    def handle_data(self, data):
+        if self._in and self._in[-1] == "visitor-config":
+            self.config += data
+        elif not self._in and data.strip():
+            self.texts.append(" ".join(data.split()))
+
+
+NOT_TEXT = {"socketPath", "language", "timeZone", "maxLength"}  # settings, not words
+
+
+def strings_in(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [s for k, v in value.items() if k not in NOT_TEXT for s in strings_in(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings_in(v)]
+    return [value] if isinstance(value, str) else []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("code", sorted(SCRIPTS))
+@pytest.mark.parametrize("path", ["", "about/", "chat/"])
+def test_no_visitor_page_shows_text_that_was_not_translated(client, code, path):
+    """Every state of the chat is in the page (the script shows one at a time), so this sees
+    them all. In a language with its own script, text without a letter of that script is
+    left over from the original, unless it is a name that is kept as it is."""
+    response = client.get(f"/{code}/{path}")
+    assert response.status_code == 200
+    page = PageText()
+    page.feed(response.content.decode())
+    config = json.loads(page.config)
+    script_strings = strings_in(config.get("strings", {}))
+    names = kept_names()
+    left_over = [
+        text for text in page.texts + script_strings
+        if not SCRIPTS[code].search(text) and text not in names
+        and KEPT_AS_IS.sub("", TAG.sub("", PLACEHOLDER.sub("", text))).strip()
+    ]
+    assert not left_over, left_over
 
 
 # --- a fresh extraction ---------------------------------------------------------------------

@@ -159,11 +159,13 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_visitor_page(
     finally:
         advisor.close()
 
-    # A national schedule with no hours at all: the line is closed, and the page says so.
+    # A national schedule with no hours at all: the line is closed, and the page says so (in a
+    # new tab: this one would resume the ended chat from its sessionStorage).
     OpeningSchedule.objects.create(county="")
-    page.goto(base + "chat/")
-    expect(page.locator("[data-line-closed]")).to_be_visible()
-    report.check(page, "line-closed notice")
+    closed = axe_context.new_page()
+    closed.goto(base + "chat/")
+    expect(closed.locator("[data-line-closed]")).to_be_visible()
+    report.check(closed, "line-closed notice")
 
     report.assert_clean()
     assert report.pages == [
@@ -178,7 +180,8 @@ def interpreter_asks_to_join(server: Any, advisor: Advisor, conversation: str) -
     asked. (The interpreter's page is not a visitor page; its socket is enough here.)"""
     advisor.send({"type": "invite_interpreter", "conversation": conversation})
     link = advisor.receive_until("interpreter_link")["link"]
-    socket = connect(server.ws_url + "/ws/interpreter/", origin=server.url, open_timeout=5)
+    socket = connect(server.ws_url + "/ws/interpreter/", origin=server.url, open_timeout=5,
+                     legacy=True)
     socket.send(json.dumps({"type": "join", "key": link.split("#", 1)[1]}))
     return socket
 
@@ -274,6 +277,9 @@ def test_right_to_left_languages_mirror_the_page(shared_server, page, code):
     rtl_choice = radio_beside_label(page)
     assert ltr_choice["input"] < ltr_choice["label"]
     assert rtl_choice["input"] > rtl_choice["label"]
+    # The script has no italics: the typing notice is not slanted.
+    assert page.evaluate("() => getComputedStyle(document.querySelector('.typing')).fontStyle"
+                         ) == "normal"
 
 
 def test_in_a_right_to_left_chat_the_visitors_messages_sit_on_the_left(shared_server, page):
@@ -300,3 +306,26 @@ def test_in_a_right_to_left_chat_the_visitors_messages_sit_on_the_left(shared_se
         assert abs(boxes["theirs"][1] - boxes["logRight"]) <= 1, boxes
     finally:
         advisor.close()
+
+
+def dialling_order(page: Page, selector: str) -> list[dict[str, Any]]:
+    """For each phone number: is its first digit drawn left of its last one?"""
+    return page.evaluate("""(selector) => [...document.querySelectorAll(selector)].map(el => {
+        const text = el.firstChild;
+        const at = i => { const r = document.createRange(); r.setStart(text, i);
+                          r.setEnd(text, i + 1); return r.getBoundingClientRect().left; };
+        return {number: text.textContent,
+                leftToRight: at(0) < at(text.textContent.length - 1)};
+    })""", selector)
+
+
+@pytest.mark.parametrize("code", RIGHT_TO_LEFT)
+def test_phone_numbers_keep_their_dialling_order_in_right_to_left_pages(shared_server, page, code):
+    OpeningSchedule.objects.create(county="")  # closed: the notice lists the numbers
+    page.goto(shared_server.url + prefix(code) + "chat/")
+    expect(page.locator("[data-line-closed]")).to_be_visible()
+    numbers = dialling_order(page, "[data-line-closed] .numbers__number")
+    page.goto(shared_server.url + prefix(code) + "about/")
+    numbers += dialling_order(page, ".numbers strong")
+    assert {n["number"] for n in numbers} >= {"112", "020-50 50 50", "116 111", "114 14"}
+    assert all(n["leftToRight"] for n in numbers), numbers

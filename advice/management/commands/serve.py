@@ -51,4 +51,5 @@ class Command(BaseCommand):
         where = f"fd {fd}" if fd is not None else f"http://{host}:{port}/"
         self.stdout.write(f"Serving on {where} (the advisor console is at /advisor/)")
         self.stdout.flush()
-        os.execv(sys.executable, [sys.executable, "-m", "daphne", *args])
+        # Replace this process with Daphne, so signals from systemd reach the server itself.
+        os.execv(sys.executable, [sys.executable, "-m", "daphne", *args])  # noqa: S606
