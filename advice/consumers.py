@@ -129,19 +129,12 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
     @advisor_action
     async def handle_take(self, frame: dict[str, Any]) -> None:
         conversation = await self._lookup(frame, must_be_mine=False)
-        # Takes and closes run on worker threads of their own (the race is settled by row
-        # locks in the database, not by a thread): on the one shared thread they would wait
-        # behind every handshake of a surge (docs/performance.md).
-        events = await database_sync_to_async(conversation.take, thread_sensitive=False)(
-            self.user
-        )
+        events = await database_sync_to_async(conversation.take)(self.user)
         await publish(events)
 
     @advisor_action
     async def handle_take_next(self, frame: dict[str, Any]) -> None:
-        _conversation, events = await database_sync_to_async(
-            Conversation.take_next, thread_sensitive=False
-        )(self.user)
+        _conversation, events = await database_sync_to_async(Conversation.take_next)(self.user)
         await publish(events)
 
     @advisor_action
@@ -196,9 +189,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
     async def handle_close(self, frame: dict[str, Any]) -> None:
         conversation = await self._lookup(frame)
         outcome = field(frame, "outcome", str, choices=Outcome.values)
-        events = await database_sync_to_async(conversation.close, thread_sensitive=False)(
-            self.user, outcome
-        )
+        events = await database_sync_to_async(conversation.close)(self.user, outcome)
         await publish(events)
 
     # --- events ----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -58,6 +59,21 @@ def enabled() -> bool:
         getattr(settings, "MESSAGE_FAST_PATH", True)
         and django_connection.vendor == "postgresql"
     )
+
+
+# --- ORM calls off the shared thread ------------------------------------------------------------
+
+# Channels runs every `database_sync_to_async` call of a process on one shared thread. Calls that
+# a surge makes by the hundred (starting a chat, loading the queue, taking, closing) run here
+# instead, each thread with its own connection; their races are settled by row locks in the
+# database, not by a thread. The threads live as long as the process (threads that ended with
+# each event loop held on to pooled connections in the tests).
+_workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="advice-orm")
+
+
+def orm(function: Any) -> Any:
+    """`database_sync_to_async(function)` on the workers above."""
+    return database_sync_to_async(function, thread_sensitive=False, executor=_workers)
 
 
 # --- connections --------------------------------------------------------------------------------

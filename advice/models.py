@@ -36,7 +36,9 @@ from advice.choices import (
     Writer,
 )
 
-# Sent inside the transaction that stores a text: (conversation, message, text).
+# Sent inside the transaction that stores a text: (conversation, message, text). Texts of web
+# chats on PostgreSQL are stored by advice.fastpath in one statement and send no signal; every
+# other channel's texts (SMS) go through `Conversation.post` and send it.
 message_posted = Signal()
 
 

@@ -36,10 +36,10 @@ from collections import defaultdict, deque
 from typing import Any, Protocol
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
+from advice import fastpath
 from advice.models import QueueSnapshot
 
 logger = logging.getLogger(__name__)
@@ -293,9 +293,7 @@ class Hub:
             self._queue_loaded_at = time.monotonic()
             try:
                 # Off the shared database thread, which every handshake of the process uses.
-                snapshot = await database_sync_to_async(
-                    QueueSnapshot.load, thread_sensitive=False
-                )()
+                snapshot = await fastpath.orm(QueueSnapshot.load)()
             except Exception:
                 logger.exception("could not load the queue")
                 return

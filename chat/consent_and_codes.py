@@ -9,7 +9,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from advice import interpreters, returncodes
+from advice import fastpath, interpreters, returncodes
 from advice.choices import COUNTIES, InterpreterGender
 from advice.hours import line_closed_frame, line_status
 from advice.models import Conversation
@@ -55,12 +55,10 @@ class ConsentAndCodeFrames:
 
     async def line_is_open(self, options: dict[str, Any]) -> bool:
         """False, after telling the visitor when the line opens, while it is closed."""
-        # Off the shared database thread (thread_sensitive=False: a worker thread of its own
-        # and its own connection): in a surge hundreds of visitors start at once, and on the one
-        # thread every handshake of the process would wait behind them (docs/performance.md).
-        status = await database_sync_to_async(line_status, thread_sensitive=False)(
-            options.get("county", "")
-        )
+        # Off the shared database thread (advice.fastpath.orm): in a surge hundreds of visitors
+        # start at once, and on the one thread every handshake of the process would wait
+        # behind them (docs/performance.md).
+        status = await fastpath.orm(line_status)(options.get("county", ""))
         if status.open:
             return True
         frame = await database_sync_to_async(line_closed_frame)(status, options["language"])
@@ -69,9 +67,7 @@ class ConsentAndCodeFrames:
 
     async def start_conversation(self, return_code: str, options: dict[str, Any]):
         # Off the shared database thread too (see line_is_open).
-        return await database_sync_to_async(
-            returncodes.start_web_conversation, thread_sensitive=False
-        )(return_code, **options)
+        return await fastpath.orm(returncodes.start_web_conversation)(return_code, **options)
 
     # --- frames --------------------------------------------------------------------------
 
