@@ -29,6 +29,7 @@ rules, and this module only makes the common case fast. SQLite always uses the O
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -39,6 +40,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection as django_connection
+from django.db import connections
 from django.utils import timezone
 
 from advice import crypto
@@ -72,8 +74,17 @@ _workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="advice-orm")
 
 
 def orm(function: Any) -> Any:
-    """`database_sync_to_async(function)` on the workers above."""
-    return database_sync_to_async(function, thread_sensitive=False, executor=_workers)
+    """`database_sync_to_async(function)` on the workers above. Each call gives its pooled
+    connection back when it ends, so eight idle workers hold none."""
+
+    @functools.wraps(function)
+    def call_and_give_back(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return database_sync_to_async(call_and_give_back, thread_sensitive=False, executor=_workers)
 
 
 # --- connections --------------------------------------------------------------------------------

@@ -14,10 +14,15 @@ from cryptography.fernet import Fernet as _Fernet
 from django.conf.locale import LANG_INFO as _django_lang_info
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
-from django.utils.translation import gettext_noop
 
 from advice.env import env_bool, env_int, env_list, env_str
 from sms.config import twilio_from_environment
+
+
+def gettext_noop(message: str) -> str:
+    """Marks a string for translation (makemessages finds it by this name) without Django's
+    translation machinery, which reads settings and would load them half-made from here."""
+    return message
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

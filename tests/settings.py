@@ -6,5 +6,8 @@ import os
 os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 40)
 os.environ.setdefault("ENCRYPTION_KEYS", "dGVzdC1vbmx5LWVuY3J5cHRpb24ta2V5LTMyLWJ5dGU=")
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+# The race tests hold 20 connections at once on top of the hot path's worker threads; the
+# default pool of 20 would make racers wait for a connection instead of racing.
+os.environ.setdefault("DATABASE_POOL_MAX", "40")
 
 from advice.settings import *  # noqa: F403

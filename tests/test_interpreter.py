@@ -4,14 +4,17 @@ and every step is on the record."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from datetime import timedelta
 
 import pytest
 import time_machine
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import connections
 from django.utils import timezone
 
 from advice.models import Conversation, ConversationEvent, InterpreterInvitation, Message
@@ -25,6 +28,15 @@ from tests.factories import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_pooled_connection_left_behind():
+    """Django's async ORM calls in these tests (acount, aget, ...) run on asgiref's shared
+    thread and leave its connection checked out of the pool; give it back after each test
+    (tests/test_take_race.py needs every pooled connection at once)."""
+    yield
+    asyncio.run(sync_to_async(connections.close_all)())
 
 
 # --- helpers -----------------------------------------------------------------------------------

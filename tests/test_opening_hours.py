@@ -3,13 +3,16 @@ edges, and the visitor's `start` refused while the line is closed."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
+from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
+from django.db import connections
 
 from advice.hours import easter_sunday, emergency_numbers, line_status, swedish_holidays
 from advice.models import (
@@ -23,6 +26,15 @@ from advice.models import (
 from tests.factories import START, receive_until, visitor_socket
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
+
+
+@pytest.fixture(autouse=True)
+def _no_pooled_connection_left_behind():
+    """Django's async ORM calls in these tests (acount, aget, ...) run on asgiref's shared
+    thread and leave its connection checked out of the pool; give it back after each test
+    (tests/test_take_race.py needs every pooled connection at once)."""
+    yield
+    asyncio.run(sync_to_async(connections.close_all)())
 
 
 def local(*args: int) -> datetime:

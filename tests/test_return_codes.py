@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import timedelta
 
 import pytest
 import time_machine
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import connections
 from django.utils import timezone
 
 from advice import returncodes
@@ -17,6 +20,15 @@ from advice.models import Conversation, ConversationEvent, ReturnCode
 from tests.factories import START, advisor_socket, receive_until, visitor_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_pooled_connection_left_behind():
+    """Django's async ORM calls in these tests (acount, aget, ...) run on asgiref's shared
+    thread and leave its connection checked out of the pool; give it back after each test
+    (tests/test_take_race.py needs every pooled connection at once)."""
+    yield
+    asyncio.run(sync_to_async(connections.close_all)())
 
 
 @pytest.fixture(autouse=True)
