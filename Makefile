@@ -47,7 +47,7 @@ test: install-test
 	$(BIN)/ruff check .
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
-	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -m "not browser and not server" -q -p no:randomly
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -m "not browser and not server" -q
 
 lint: install-test
 	$(BIN)/ruff check .

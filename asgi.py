@@ -27,15 +27,19 @@ http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else
 # Twilio's two webhooks are answered in front of Django's per-request stack (sms/asgi.py).
 http_app = TwilioWebhooks(http_app)
 
-application = ProtocolTypeRouter({
-    "http": http_app,
-    "websocket": AllowedHostsOriginValidator(
-        AuthMiddlewareStack(
-            URLRouter([
-                path("ws/chat/", VisitorConsumer.as_asgi()),
-                path("ws/advisor/", AdvisorConsumer.as_asgi()),
-                path("ws/interpreter/", InterpreterConsumer.as_asgi()),
-            ])
-        )
-    ),
-})
+application = ProtocolTypeRouter(
+    {
+        "http": http_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(
+                URLRouter(
+                    [
+                        path("ws/chat/", VisitorConsumer.as_asgi()),
+                        path("ws/advisor/", AdvisorConsumer.as_asgi()),
+                        path("ws/interpreter/", InterpreterConsumer.as_asgi()),
+                    ]
+                )
+            )
+        ),
+    }
+)

@@ -37,8 +37,10 @@ def spoken_language_choices() -> list[tuple[str, str]]:
 
 class AdvisorProfileForm(forms.ModelForm):
     languages = forms.MultipleChoiceField(
-        label=_("languages spoken"), choices=spoken_language_choices,
-        widget=forms.CheckboxSelectMultiple, required=False,
+        label=_("languages spoken"),
+        choices=spoken_language_choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
         help_text=_("'Take the next one' prefers conversations in these languages."),
     )
 
@@ -104,18 +106,50 @@ class ConversationAdmin(admin.ModelAdmin):
     # An explicit list, so a field added to the model later is not shown until someone decides
     # it may be.
     fields = [
-        "public_id", "channel", "status", "urgent", "writer", "language", "interpreter_needed",
-        "interpreter_language", "interpreter_outside_community", "interpreter_gender", "county",
-        "safe_now", "advisor", "created_at", "taken_at", "ended_at", "end_reason", "outcome",
-        "last_seq", "previous",
+        "public_id",
+        "channel",
+        "status",
+        "urgent",
+        "writer",
+        "language",
+        "interpreter_needed",
+        "interpreter_language",
+        "interpreter_outside_community",
+        "interpreter_gender",
+        "county",
+        "safe_now",
+        "advisor",
+        "created_at",
+        "taken_at",
+        "ended_at",
+        "end_reason",
+        "outcome",
+        "last_seq",
+        "previous",
     ]
     readonly_fields = fields
     list_display = [
-        "short_id", "channel", "status", "urgent", "language", "interpreter_needed", "county",
-        "created_at", "waited", "advisor", "end_reason", "outcome",
+        "short_id",
+        "channel",
+        "status",
+        "urgent",
+        "language",
+        "interpreter_needed",
+        "county",
+        "created_at",
+        "waited",
+        "advisor",
+        "end_reason",
+        "outcome",
     ]
     list_filter = [
-        "status", "channel", "urgent", "interpreter_needed", "end_reason", "outcome", "county",
+        "status",
+        "channel",
+        "urgent",
+        "interpreter_needed",
+        "end_reason",
+        "outcome",
+        "county",
         "language",
     ]
     list_select_related = ["advisor"]

@@ -85,7 +85,7 @@ def mark_active(session: SessionBase, now: float | None = None) -> None:
 
 
 def session_ended_because(session: SessionBase, now: float | None = None) -> str | None:
-    """"idle" or "lifetime" when the session has run out, else None. A session without the
+    """ "idle" or "lifetime" when the session has run out, else None. A session without the
     clocks has not run out (see start_missing_session_clock)."""
     now = time.time() if now is None else now
     authenticated_at = session.get(AUTHENTICATED_AT)

@@ -18,10 +18,15 @@ class InterpreterAndNoteFrames:
     """Frames: `invite_interpreter`, `revoke_interpreter`, `share_with_interpreter`, `note`,
     `linked_history`. Events: the invitation's changes, as `interpreter` frames."""
 
-    extra_frame_types = frozenset({
-        "invite_interpreter", "revoke_interpreter", "share_with_interpreter", "note",
-        "linked_history",
-    })
+    extra_frame_types = frozenset(
+        {
+            "invite_interpreter",
+            "revoke_interpreter",
+            "share_with_interpreter",
+            "note",
+            "linked_history",
+        }
+    )
     user: Any
     conversations: dict[str, Conversation]
 
@@ -39,11 +44,14 @@ class InterpreterAndNoteFrames:
             conversation, self.user
         )
         # The link goes to this socket only, once: the advisor passes it to the interpreter.
-        await self.send_frame({
-            "type": "interpreter_link", "conversation": str(conversation.public_id),
-            "link": interpreters.link_for(secret, self._origin()),
-            "invitation": invitation.as_dict(),
-        })
+        await self.send_frame(
+            {
+                "type": "interpreter_link",
+                "conversation": str(conversation.public_id),
+                "link": interpreters.link_for(secret, self._origin()),
+                "invitation": invitation.as_dict(),
+            }
+        )
         await publish(events)
 
     async def handle_revoke_interpreter(self, frame: dict[str, Any]) -> None:
@@ -56,16 +64,17 @@ class InterpreterAndNoteFrames:
         await self._counts_as_activity()
         conversation = await self._lookup(frame)
         from_seq = field(frame, "from_seq", int, default=1)
-        events = await database_sync_to_async(interpreters.share)(
-            conversation, self.user, from_seq
-        )
+        events = await database_sync_to_async(interpreters.share)(conversation, self.user, from_seq)
         await publish(events)
 
     async def on_interpreter_event(self, event: dict[str, Any]) -> None:
-        await self.send_frame({
-            "type": "interpreter", "conversation": event["public_id"],
-            "invitation": event["invitation"],
-        })
+        await self.send_frame(
+            {
+                "type": "interpreter",
+                "conversation": event["public_id"],
+                "invitation": event["invitation"],
+            }
+        )
 
     # --- notes and linked history ----------------------------------------------------------
 
@@ -73,9 +82,7 @@ class InterpreterAndNoteFrames:
         await self._counts_as_activity()
         conversation = await self._lookup(frame)
         text = field(frame, "text", str)
-        saved = await database_sync_to_async(returncodes.save_note)(
-            conversation, self.user, text
-        )
+        saved = await database_sync_to_async(returncodes.save_note)(conversation, self.user, text)
         await self.send_frame(self._note_frame(saved, text))
 
     async def handle_linked_history(self, frame: dict[str, Any]) -> None:
@@ -84,13 +91,16 @@ class InterpreterAndNoteFrames:
         await self._counts_as_activity()
         conversation = await self._lookup(frame)
         earlier = await database_sync_to_async(_earlier_of)(conversation)
-        await self.send_frame({
-            "type": "linked_history", "conversation": str(conversation.public_id),
-            "earlier": [
-                {**item, "messages": [self.message_frame(m) for m in item["messages"]]}
-                for item in earlier
-            ],
-        })
+        await self.send_frame(
+            {
+                "type": "linked_history",
+                "conversation": str(conversation.public_id),
+                "earlier": [
+                    {**item, "messages": [self.message_frame(m) for m in item["messages"]]}
+                    for item in earlier
+                ],
+            }
+        )
 
     # --- on following a conversation -----------------------------------------------------
 
@@ -100,16 +110,21 @@ class InterpreterAndNoteFrames:
         if note:
             await self.send_frame(self._note_frame(conversation, note))
         if invitation is not None:
-            await self.send_frame({
-                "type": "interpreter", "conversation": str(conversation.public_id),
-                "invitation": invitation.as_dict(),
-            })
+            await self.send_frame(
+                {
+                    "type": "interpreter",
+                    "conversation": str(conversation.public_id),
+                    "invitation": invitation.as_dict(),
+                }
+            )
 
     @staticmethod
     def _note_frame(conversation: Conversation, text: str) -> dict[str, Any]:
         updated = conversation.note_updated_at
         return {
-            "type": "note", "conversation": str(conversation.public_id), "text": text,
+            "type": "note",
+            "conversation": str(conversation.public_id),
+            "text": text,
             "updated_at": updated.isoformat() if updated else None,
         }
 

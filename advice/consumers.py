@@ -66,10 +66,22 @@ def advisor_action(handler: Handler) -> Handler:
 
 
 class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
-    frame_types = frozenset({
-        "resume", "take", "take_next", "send", "typing", "mark_urgent", "set_interpreter",
-        "close", "ping",
-    }) | InterpreterAndNoteFrames.extra_frame_types
+    frame_types = (
+        frozenset(
+            {
+                "resume",
+                "take",
+                "take_next",
+                "send",
+                "typing",
+                "mark_urgent",
+                "set_interpreter",
+                "close",
+                "ping",
+            }
+        )
+        | InterpreterAndNoteFrames.extra_frame_types
+    )
 
     async def connect(self) -> None:
         self.user = await database_sync_to_async(_verified_advisor_with_time_left)(self.scope)
@@ -87,15 +99,17 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         self.conversations: dict[str, Conversation] = {}
         self.hub.add_advisor(self)
         await self.accept()
-        await self.send_frame({
-            "type": "hello",
-            "advisor": {
-                "id": self.user.pk,
-                "name": str(self.profile),
-                "capacity": self.profile.capacity,
-                "languages": self.profile.languages,
-            },
-        })
+        await self.send_frame(
+            {
+                "type": "hello",
+                "advisor": {
+                    "id": self.user.pk,
+                    "name": str(self.profile),
+                    "capacity": self.profile.capacity,
+                    "languages": self.profile.languages,
+                },
+            }
+        )
         self.hub.request_queue_refresh()
 
     async def disconnect(self, code: int) -> None:
@@ -148,22 +162,35 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         client_id = client_id_field(frame)
         text = field(frame, "text", str)
         message, _created, events = await fastpath.post(
-            conversation, sender=Message.Sender.ADVISOR, text=text, client_id=client_id,
+            conversation,
+            sender=Message.Sender.ADVISOR,
+            text=text,
+            client_id=client_id,
             advisor=self.user,
         )
-        await self.send_frame({
-            "type": "ack", "conversation": str(conversation.public_id),
-            "client_id": client_id, "seq": message.seq,
-        })
+        await self.send_frame(
+            {
+                "type": "ack",
+                "conversation": str(conversation.public_id),
+                "client_id": client_id,
+                "seq": message.seq,
+            }
+        )
         await publish(events)
 
     @advisor_action
     async def handle_typing(self, frame: dict[str, Any]) -> None:
         conversation = await self._lookup(frame)
-        await publish([{
-            "kind": "typing", "conversation": conversation.pk,
-            "public_id": str(conversation.public_id), "from": "advisor",
-        }])
+        await publish(
+            [
+                {
+                    "kind": "typing",
+                    "conversation": conversation.pk,
+                    "public_id": str(conversation.public_id),
+                    "from": "advisor",
+                }
+            ]
+        )
 
     @advisor_action
     async def handle_mark_urgent(self, frame: dict[str, Any]) -> None:
@@ -177,7 +204,10 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         conversation = await self._lookup(frame)
         needed = field(frame, "needed", bool)
         language = field(
-            frame, "language", str, default="",
+            frame,
+            "language",
+            str,
+            default="",
             choices=[""] + [code for code, _name in INTERPRETER_LANGUAGES],
         )
         events = await database_sync_to_async(conversation.set_interpreter)(
@@ -213,14 +243,23 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
             await self.send_frame({"type": "conversation", "conversation": summary})
         elif kind == "delivery" and event["public_id"] in self.conversations:
             # An SMS answer's delivery moved on (sms.outbox): queued, sent, delivered, failed.
-            await self.send_frame({
-                "type": "delivery", "conversation": event["public_id"], "seq": event["seq"],
-                "delivery": event["delivery"], "delivery_error": event["delivery_error"],
-            })
+            await self.send_frame(
+                {
+                    "type": "delivery",
+                    "conversation": event["public_id"],
+                    "seq": event["seq"],
+                    "delivery": event["delivery"],
+                    "delivery_error": event["delivery_error"],
+                }
+            )
         elif kind == "typing" and event.get("from") != "advisor":
-            await self.send_frame({
-                "type": "typing", "conversation": event["public_id"], "from": event["from"],
-            })
+            await self.send_frame(
+                {
+                    "type": "typing",
+                    "conversation": event["public_id"],
+                    "from": event["from"],
+                }
+            )
         elif kind == "interpreter" and event["public_id"] in self.conversations:
             await self.on_interpreter_event(event)
         elif kind == "logout" and event.get("advisor") == self.advisor_id:
@@ -238,11 +277,13 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         key = ("advisor-queue", self.profile.can_see_phone_numbers)
         text = snapshot.shared.get(key)
         if text is None:
-            text = snapshot.shared[key] = encode_frame({
-                "type": "queue",
-                "waiting": await self._with_contacts(snapshot.summaries(), cache=snapshot),
-                "average_wait_seconds": snapshot.average_wait_seconds,
-            })
+            text = snapshot.shared[key] = encode_frame(
+                {
+                    "type": "queue",
+                    "waiting": await self._with_contacts(snapshot.summaries(), cache=snapshot),
+                    "average_wait_seconds": snapshot.average_wait_seconds,
+                }
+            )
         await self.send_text(text)
 
     def message_frame(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -324,8 +365,9 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         await self.follow(conversation, after_seq)
         await self.send_extras_of(conversation)  # notes, interpreter (console_frames)
 
-    async def _with_contacts(self, summaries: list[dict[str, Any]],
-                             cache: Any = None) -> list[dict[str, Any]]:
+    async def _with_contacts(
+        self, summaries: list[dict[str, Any]], cache: Any = None
+    ) -> list[dict[str, Any]]:
         """SMS summaries get the sender's number, masked unless this advisor may see it."""
         if not any(s.get("channel") == Channel.SMS for s in summaries):
             return summaries

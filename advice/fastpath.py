@@ -57,10 +57,7 @@ PAGE = 500
 
 
 def enabled() -> bool:
-    return (
-        getattr(settings, "MESSAGE_FAST_PATH", True)
-        and django_connection.vendor == "postgresql"
-    )
+    return getattr(settings, "MESSAGE_FAST_PATH", True) and django_connection.vendor == "postgresql"
 
 
 # --- ORM calls off the shared thread ------------------------------------------------------------
@@ -207,7 +204,11 @@ def _values(message: Message) -> list[Any]:
 
 
 async def post(
-    conversation: Conversation, *, sender: str, text: str, client_id: str = "",
+    conversation: Conversation,
+    *,
+    sender: str,
+    text: str,
+    client_id: str = "",
     advisor: Any = None,
 ) -> tuple[Message, bool, list[dict]]:
     """`Conversation.post`, awaitable: returns (message, created, events) the same way and
@@ -219,8 +220,12 @@ async def post(
     validate_text(text)
     # The row to insert, as the ORM would build it (defaults and all).
     message = Message(
-        conversation=conversation, sender=sender, body=crypto.encrypt(text),
-        client_id=client_id, advisor=advisor, created_at=timezone.now(),
+        conversation=conversation,
+        sender=sender,
+        body=crypto.encrypt(text),
+        client_id=client_id,
+        advisor=advisor,
+        created_at=timezone.now(),
     )
     with_advisor = sender == Message.Sender.ADVISOR
     sql = _SQL.get(with_advisor) or _SQL.setdefault(with_advisor, _append_sql(with_advisor))
@@ -269,8 +274,9 @@ def _entries_orm(conversation_id: int, after: int, limit: int) -> list[dict[str,
     return [m.as_event() for m in conversation.messages_after(after, limit)]
 
 
-async def entries_after(conversation: Conversation, after: int,
-                        limit: int = PAGE) -> list[dict[str, Any]]:
+async def entries_after(
+    conversation: Conversation, after: int, limit: int = PAGE
+) -> list[dict[str, Any]]:
     """The stream's entries after seq `after`, as events (what `messages_after` gives)."""
     if not enabled():
         return await database_sync_to_async(_entries_orm)(conversation.pk, after, limit)
@@ -281,9 +287,7 @@ async def entries_after(conversation: Conversation, after: int,
         cursor = await conn.execute(_PAGE_SQL[0], [conversation.pk, after, limit])
         rows = await cursor.fetchall()
     fields = Message._meta.concrete_fields
-    converters = [
-        (i, f.from_db_value) for i, f in enumerate(fields) if hasattr(f, "from_db_value")
-    ]
+    converters = [(i, f.from_db_value) for i, f in enumerate(fields) if hasattr(f, "from_db_value")]
     names = [f.attname for f in fields]
     events = []
     for row in rows:

@@ -104,7 +104,10 @@ def line_closed_frame(status: LineStatus, language: str) -> dict[str, Any]:
             {"label": gettext(n["label"]), "number": n["number"]} for n in emergency_numbers()
         ]
     return {
-        "type": "error", "code": "line_closed", "message": message, "ref": "start",
+        "type": "error",
+        "code": "line_closed",
+        "message": message,
+        "ref": "start",
         "opens_at": _iso_local(status.opens_at),
         "numbers": numbers,
     }
@@ -146,7 +149,8 @@ class _Calendar:
             start = self._instant(day, opens)
             end = (
                 self._instant(day + timedelta(days=1), time(0))
-                if closes == time(0) else self._instant(day, closes)
+                if closes == time(0)
+                else self._instant(day, closes)
             )
             if end > start:
                 intervals.append((start, end))

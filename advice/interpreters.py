@@ -80,8 +80,9 @@ def _expire_unopened(conversation: Conversation, now: Any) -> None:
         )
 
 
-def _end(conversation: Conversation, invitation: InterpreterInvitation, status: str,
-         now: Any) -> None:
+def _end(
+    conversation: Conversation, invitation: InterpreterInvitation, status: str, now: Any
+) -> None:
     invitation.status = status
     invitation.ended_at = now
     invitation.save(update_fields=["status", "ended_at"])
@@ -97,8 +98,9 @@ def _require_holder(conversation: Conversation, advisor: Any) -> None:
 # --- the advisor --------------------------------------------------------------------------------
 
 
-def invite(conversation: Conversation, advisor: Any) -> tuple[InterpreterInvitation, str,
-                                                              list[dict]]:
+def invite(
+    conversation: Conversation, advisor: Any
+) -> tuple[InterpreterInvitation, str, list[dict]]:
     """A new invitation for the advisor's active web chat. Returns it, the link secret (shown
     once, to the advisor), and the events to publish."""
     if conversation.channel != Channel.WEB:
@@ -116,12 +118,17 @@ def invite(conversation: Conversation, advisor: Any) -> tuple[InterpreterInvitat
                 "An interpreter is already invited. Revoke that invitation first.",
             )
         invitation = InterpreterInvitation.objects.create(
-            conversation=locked, invited_by=advisor, secret_hash=hash_token(secret),
+            conversation=locked,
+            invited_by=advisor,
+            secret_hash=hash_token(secret),
             expires_at=now + timedelta(hours=settings.INTERPRETER_LINK_HOURS),
         )
         data = {"invitation": str(invitation.public_id)}
-        locked._record(ConversationEvent.Kind.INTERPRETER_INVITED, advisor=advisor,
-                       data={**data, "expires_at": invitation.expires_at.isoformat()})
+        locked._record(
+            ConversationEvent.Kind.INTERPRETER_INVITED,
+            advisor=advisor,
+            data={**data, "expires_at": invitation.expires_at.isoformat()},
+        )
         entry = locked._append_system(Message.Event.INTERPRETER_INVITED, advisor=advisor)
     return invitation, secret, [entry.as_event(), interpreter_event(invitation)]
 
@@ -139,10 +146,14 @@ def revoke(conversation: Conversation, advisor: Any) -> list[dict]:
             raise DomainError("no_interpreter", "No interpreter is invited to this conversation.")
         was = invitation.status
         _end(locked, invitation, Status.REVOKED, now)
-        locked._record(ConversationEvent.Kind.INTERPRETER_REVOKED, advisor=advisor,
-                       data={"invitation": str(invitation.public_id), "was": was})
+        locked._record(
+            ConversationEvent.Kind.INTERPRETER_REVOKED,
+            advisor=advisor,
+            data={"invitation": str(invitation.public_id), "was": was},
+        )
         event = (
-            Message.Event.INTERPRETER_LEFT if was == Status.JOINED
+            Message.Event.INTERPRETER_LEFT
+            if was == Status.JOINED
             else Message.Event.INTERPRETER_REVOKED
         )
         entry = locked._append_system(event, advisor=advisor, data={"removed": True})
@@ -166,8 +177,11 @@ def share(conversation: Conversation, advisor: Any, from_seq: int = 1) -> list[d
             return []  # already shared
         invitation.shared_from_seq = from_seq
         invitation.save(update_fields=["shared_from_seq"])
-        locked._record(ConversationEvent.Kind.INTERPRETER_SHARED, advisor=advisor,
-                       data={"invitation": str(invitation.public_id), "from_seq": from_seq})
+        locked._record(
+            ConversationEvent.Kind.INTERPRETER_SHARED,
+            advisor=advisor,
+            data={"invitation": str(invitation.public_id), "from_seq": from_seq},
+        )
         entry = locked._append_system(
             Message.Event.INTERPRETER_SHARED, advisor=advisor, data={"from_seq": from_seq}
         )
@@ -179,7 +193,9 @@ def current_invitation(conversation: Conversation) -> InterpreterInvitation | No
     return (
         InterpreterInvitation.objects.filter(
             conversation=conversation, status__in=InterpreterInvitation.ACTIVE_STATUSES
-        ).select_related("conversation").first()
+        )
+        .select_related("conversation")
+        .first()
     )
 
 
@@ -227,7 +243,8 @@ def open_link(secret: str) -> tuple[InterpreterInvitation, str, list[dict]]:
     of its own. Exactly one of several pages opening the same link at once gets in."""
     invitation = (
         InterpreterInvitation.objects.filter(secret_hash=hash_token(secret))
-        .select_related("conversation").first()
+        .select_related("conversation")
+        .first()
     )
     if invitation is None:
         raise DomainError("invalid_link", "This link is not valid.")
@@ -250,8 +267,10 @@ def open_link(secret: str) -> tuple[InterpreterInvitation, str, list[dict]]:
         if updated != 1:
             raise DomainError("link_used", "This link has already been used.")
         invitation.refresh_from_db()
-        locked._record(ConversationEvent.Kind.INTERPRETER_WAITING,
-                       data={"invitation": str(invitation.public_id)})
+        locked._record(
+            ConversationEvent.Kind.INTERPRETER_WAITING,
+            data={"invitation": str(invitation.public_id)},
+        )
         entry = locked._append_system(Message.Event.INTERPRETER_WAITING)
     return invitation, token, [entry.as_event(), interpreter_event(invitation)]
 
@@ -261,7 +280,9 @@ def for_token(token: str) -> InterpreterInvitation | None:
     invitation = (
         InterpreterInvitation.objects.filter(
             token_hash=hash_token(token), status__in=(Status.WAITING, Status.JOINED)
-        ).select_related("conversation").first()
+        )
+        .select_related("conversation")
+        .first()
     )
     if invitation is None or not invitation.conversation.is_open:
         return None
@@ -276,14 +297,16 @@ def leave(invitation: InterpreterInvitation) -> list[dict]:
         if invitation.status not in (Status.WAITING, Status.JOINED):
             raise DomainError("not_in_conversation", "You are not in this conversation.")
         _end(locked, invitation, Status.LEFT, now)
-        locked._record(ConversationEvent.Kind.INTERPRETER_LEFT,
-                       data={"invitation": str(invitation.public_id)})
+        locked._record(
+            ConversationEvent.Kind.INTERPRETER_LEFT, data={"invitation": str(invitation.public_id)}
+        )
         entry = locked._append_system(Message.Event.INTERPRETER_LEFT)
     return [entry.as_event(), interpreter_event(invitation)]
 
 
-def post(invitation: InterpreterInvitation, text: str,
-         client_id: str = "") -> tuple[Message, bool, list[dict]]:
+def post(
+    invitation: InterpreterInvitation, text: str, client_id: str = ""
+) -> tuple[Message, bool, list[dict]]:
     """A text from the joined interpreter, shown to everyone as from "Interpreter"."""
     with transaction.atomic():
         locked = _lock(invitation.conversation)

@@ -66,14 +66,18 @@ class AdvisorProfile(models.Model):
         settings.AUTH_USER_MODEL, models.CASCADE, related_name="advisor_profile"
     )
     display_name = models.CharField(
-        _("name shown to visitors"), max_length=60, blank=True,
+        _("name shown to visitors"),
+        max_length=60,
+        blank=True,
         help_text=_("A first name or a pseudonym. Empty shows 'Advisor'."),
     )
     capacity = models.PositiveSmallIntegerField(
         _("conversations at once"), default=settings.DEFAULT_ADVISOR_CAPACITY
     )
     languages = models.JSONField(
-        _("languages spoken"), default=list, blank=True,
+        _("languages spoken"),
+        default=list,
+        blank=True,
         help_text=_("Language codes, for example ['sv', 'en', 'ar']."),
     )
     can_see_phone_numbers = models.BooleanField(_("may see full phone numbers"), default=False)
@@ -125,9 +129,7 @@ class Conversation(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.WAITING)
     language = models.CharField(max_length=8, default="sv")
     interpreter_needed = models.BooleanField(default=False)
-    interpreter_language = models.CharField(
-        max_length=8, blank=True, choices=INTERPRETER_LANGUAGES
-    )
+    interpreter_language = models.CharField(max_length=8, blank=True, choices=INTERPRETER_LANGUAGES)
     # The visitor's wishes for the interpreter; in honour contexts an interpreter from the
     # visitor's own community can be the reason not to speak.
     interpreter_outside_community = models.BooleanField(default=False)
@@ -139,7 +141,10 @@ class Conversation(models.Model):
     safe_now = models.CharField(max_length=8, blank=True, choices=SafeNow.choices)
     urgent = models.BooleanField(default=False)
     advisor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True,
+        settings.AUTH_USER_MODEL,
+        models.PROTECT,
+        null=True,
+        blank=True,
         related_name="conversations",
     )
     created_at = models.DateTimeField(default=timezone.now)
@@ -151,7 +156,11 @@ class Conversation(models.Model):
     last_seq = models.PositiveIntegerField(default=0)
     # The earlier conversation a return code linked this one to (advice.returncodes).
     previous = models.ForeignKey(
-        "self", models.SET_NULL, null=True, blank=True, related_name="+",
+        "self",
+        models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
     )
     # The advisor's private notes (never shown to the visitor), Fernet ciphertext. The next
     # advisor reads them through a return-code link.
@@ -164,7 +173,8 @@ class Conversation(models.Model):
         indexes = [
             # The queue: waiting conversations, urgent first, then oldest (in_queue_order).
             models.Index(
-                fields=["-urgent", "created_at"], name="conversation_queue",
+                fields=["-urgent", "created_at"],
+                name="conversation_queue",
                 condition=Q(status="waiting"),
             ),
             models.Index(fields=["advisor", "status"], name="conversation_advisor_status"),
@@ -287,7 +297,11 @@ class Conversation(models.Model):
         overdue = now - timedelta(minutes=settings.TAKE_NEXT_PREFERENCE_MINUTES)
         candidates = list(
             cls.objects.in_queue_order().only(
-                "pk", "language", "urgent", "interpreter_needed", "interpreter_language",
+                "pk",
+                "language",
+                "urgent",
+                "interpreter_needed",
+                "interpreter_language",
                 "created_at",
             )[:50]
         )
@@ -312,7 +326,9 @@ class Conversation(models.Model):
             updated = Conversation.objects.filter(
                 pk=self.pk, status=self.Status.ACTIVE, advisor=advisor
             ).update(
-                status=self.Status.CLOSED, ended_at=timezone.now(), outcome=outcome,
+                status=self.Status.CLOSED,
+                ended_at=timezone.now(),
+                outcome=outcome,
                 end_reason=self.EndReason.ADVISOR_CLOSED,
             )
             if updated != 1:
@@ -336,9 +352,7 @@ class Conversation(models.Model):
                 status=new_status, ended_at=timezone.now(), end_reason=reason
             )
             self.refresh_from_db()
-            kind = (
-                ConversationEvent.Kind.ABANDONED if was_waiting else ConversationEvent.Kind.ENDED
-            )
+            kind = ConversationEvent.Kind.ABANDONED if was_waiting else ConversationEvent.Kind.ENDED
             self._record(kind, data={"reason": reason})
             entry = self._append_system(Message.Event.VISITOR_LEFT, data={"reason": reason})
         events = [entry.as_event(), self.state_event()]
@@ -348,9 +362,11 @@ class Conversation(models.Model):
 
     def set_urgent(self, advisor: Any, urgent: bool) -> list[dict]:
         with transaction.atomic():
-            updated = Conversation.objects.filter(
-                pk=self.pk, status__in=self.OPEN_STATUSES
-            ).exclude(urgent=urgent).update(urgent=urgent)
+            updated = (
+                Conversation.objects.filter(pk=self.pk, status__in=self.OPEN_STATUSES)
+                .exclude(urgent=urgent)
+                .update(urgent=urgent)
+            )
             if updated:
                 self.refresh_from_db()
                 self._record(
@@ -366,14 +382,15 @@ class Conversation(models.Model):
                 "invalid_language", "Choose the interpreter's language from the list."
             )
         with transaction.atomic():
-            updated = Conversation.objects.filter(
-                pk=self.pk, status__in=self.OPEN_STATUSES
-            ).update(interpreter_needed=needed, interpreter_language=language if needed else "")
+            updated = Conversation.objects.filter(pk=self.pk, status__in=self.OPEN_STATUSES).update(
+                interpreter_needed=needed, interpreter_language=language if needed else ""
+            )
             if updated != 1:
                 raise DomainError("conversation_ended", "This conversation has already ended.")
             self.refresh_from_db()
             self._record(
-                ConversationEvent.Kind.INTERPRETER, advisor=advisor,
+                ConversationEvent.Kind.INTERPRETER,
+                advisor=advisor,
                 data={"needed": needed, "language": self.interpreter_language},
             )
         return [self.state_event(), queue_changed()]
@@ -533,7 +550,8 @@ class Message(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["conversation", "seq"], name="message_unique_seq"),
             models.UniqueConstraint(
-                fields=["conversation", "sender", "client_id"], name="message_unique_client_id",
+                fields=["conversation", "sender", "client_id"],
+                name="message_unique_client_id",
                 condition=~Q(client_id=""),
             ),
         ]
@@ -622,13 +640,16 @@ class QueueSnapshot:
             Conversation.objects.in_queue_order().select_related(None)[:QUEUE_SENT_TO_ADVISORS]
         )
         order = (
-            [c.pk for c in waiting] if len(waiting) < QUEUE_SENT_TO_ADVISORS
+            [c.pk for c in waiting]
+            if len(waiting) < QUEUE_SENT_TO_ADVISORS
             else list(Conversation.objects.in_queue_order().values_list("pk", flat=True))
         )
         recent = list(
             Conversation.objects.filter(
                 taken_at__isnull=False, taken_at__gte=timezone.now() - timedelta(hours=3)
-            ).order_by("-taken_at").values_list("created_at", "taken_at")[:20]
+            )
+            .order_by("-taken_at")
+            .values_list("created_at", "taken_at")[:20]
         )
         average = (
             int(sum((t - c).total_seconds() for c, t in recent) / len(recent)) if recent else 0
@@ -663,7 +684,11 @@ class OpeningSchedule(models.Model):
     is always open."""
 
     county = models.CharField(
-        _("county"), max_length=4, blank=True, unique=True, choices=COUNTIES,
+        _("county"),
+        max_length=4,
+        blank=True,
+        unique=True,
+        choices=COUNTIES,
         help_text=_("Empty: the national default, for every county without its own schedule."),
     )
 
@@ -824,7 +849,8 @@ class InterpreterInvitation(models.Model):
         constraints = [
             # One interpreter at a time per conversation.
             models.UniqueConstraint(
-                fields=["conversation"], name="one_active_interpreter_invitation",
+                fields=["conversation"],
+                name="one_active_interpreter_invitation",
                 condition=Q(status__in=["pending", "waiting", "joined"]),
             ),
         ]

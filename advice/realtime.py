@@ -98,9 +98,7 @@ class Mailbox:
         self.running = True
         # Started eagerly: an event that needs no waiting (the usual case: one frame out) is
         # handed over right here, without a trip round the event loop.
-        task = asyncio.Task(
-            self._hand_over(), loop=asyncio.get_running_loop(), eager_start=True
-        )
+        task = asyncio.Task(self._hand_over(), loop=asyncio.get_running_loop(), eager_start=True)
         if not task.done():
             self.task = task
 

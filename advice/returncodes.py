@@ -94,9 +94,11 @@ def issue(conversation: Conversation) -> tuple[str, ReturnCode]:
     now = timezone.now()
     with transaction.atomic():
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        if locked.taken_at is None or locked.status not in (
-            Conversation.Status.ACTIVE, Conversation.Status.CLOSED
-        ) or locked.end_reason == Conversation.EndReason.QUICK_EXIT:
+        if (
+            locked.taken_at is None
+            or locked.status not in (Conversation.Status.ACTIVE, Conversation.Status.CLOSED)
+            or locked.end_reason == Conversation.EndReason.QUICK_EXIT
+        ):
             raise DomainError(
                 "return_code_unavailable",
                 "A return code can be given once you have talked with an advisor.",
@@ -113,11 +115,14 @@ def issue(conversation: Conversation) -> tuple[str, ReturnCode]:
             if not ReturnCode.objects.filter(code_hash=digest).exists():
                 break
         record = ReturnCode.objects.create(
-            conversation=locked, code_hash=digest,
+            conversation=locked,
+            code_hash=digest,
             expires_at=now + timedelta(days=settings.RETURN_CODE_DAYS),
         )
-        locked._record(ConversationEvent.Kind.RETURN_CODE_ISSUED,
-                       data={"expires_at": record.expires_at.isoformat()})
+        locked._record(
+            ConversationEvent.Kind.RETURN_CODE_ISSUED,
+            data={"expires_at": record.expires_at.isoformat()},
+        )
     return code, record
 
 
@@ -141,9 +146,12 @@ def redeem(code: str) -> Conversation:
     if len(normalised.split()) == WORDS_PER_CODE:
         found = (
             ReturnCode.objects.select_for_update()
-            .filter(code_hash__in=[code_hash(normalised, key) for key in _keys()],
-                    expires_at__gt=timezone.now())
-            .select_related("conversation").first()
+            .filter(
+                code_hash__in=[code_hash(normalised, key) for key in _keys()],
+                expires_at__gt=timezone.now(),
+            )
+            .select_related("conversation")
+            .first()
         )
     if found is None:
         failures.record()
@@ -156,8 +164,9 @@ def redeem(code: str) -> Conversation:
     return earlier
 
 
-def start_web_conversation(return_code: str = "", **options: Any) -> tuple[Conversation, str,
-                                                                        list[dict]]:
+def start_web_conversation(
+    return_code: str = "", **options: Any
+) -> tuple[Conversation, str, list[dict]]:
     """Conversation.start_web, linked to an earlier conversation when the visitor brings a
     return code. One transaction: a wrong code starts nothing and spends nothing."""
     with transaction.atomic():
@@ -263,12 +272,14 @@ def earlier_conversations(conversation: Conversation) -> list[dict[str, Any]]:
         entries = list(current.messages.order_by("seq")[:2000])
         for entry in entries:
             entry.conversation = current
-        earlier.append({
-            "summary": current.summary(),
-            "ended_at": current.ended_at.isoformat() if current.ended_at else None,
-            "note": note_of(current),
-            "messages": [entry.as_event() for entry in entries],
-        })
+        earlier.append(
+            {
+                "summary": current.summary(),
+                "ended_at": current.ended_at.isoformat() if current.ended_at else None,
+                "note": note_of(current),
+                "messages": [entry.as_event() for entry in entries],
+            }
+        )
         current = current.previous
     return earlier
 
@@ -301,6 +312,7 @@ def save_note(conversation: Conversation, advisor: Any, text: str) -> Conversati
         if updated != 1:
             raise DomainError("not_your_conversation", "This conversation is not open for you.")
         conversation.refresh_from_db()
-        conversation._record(ConversationEvent.Kind.NOTE, advisor=advisor,
-                             data={"length": len(text)})
+        conversation._record(
+            ConversationEvent.Kind.NOTE, advisor=advisor, data={"length": len(text)}
+        )
     return conversation

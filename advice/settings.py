@@ -24,6 +24,7 @@ def gettext_noop(message: str) -> str:
     translation machinery, which reads settings and would load them half-made from here."""
     return message
 
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", False)
@@ -213,12 +214,19 @@ LANGUAGES_BIDI = ["ar", "fa", "ckb"]
 # Django knows no Somali or Tigrinya; {% get_language_info %} and friends need them described.
 # (Mutated in place: django.utils.translation reads this very dict. The English names are
 # marked for translation: the advisor's console shows them in Swedish.)
-_django_lang_info.update({
-    "so": {"bidi": False, "code": "so", "name": gettext_noop("Somali"), "name_local": "Soomaali"},
-    "ti": {"bidi": False, "code": "ti", "name": gettext_noop("Tigrinya"), "name_local": "ትግርኛ"},
-    "fa": {**_django_lang_info["fa"], "name_local": "فارسی / دری"},
-    "ckb": {**_django_lang_info["ckb"], "name_local": "کوردی (سۆرانی)"},
-})
+_django_lang_info.update(
+    {
+        "so": {
+            "bidi": False,
+            "code": "so",
+            "name": gettext_noop("Somali"),
+            "name_local": "Soomaali",
+        },
+        "ti": {"bidi": False, "code": "ti", "name": gettext_noop("Tigrinya"), "name_local": "ትግርኛ"},
+        "fa": {**_django_lang_info["fa"], "name_local": "فارسی / دری"},
+        "ckb": {**_django_lang_info["ckb"], "name_local": "کوردی (سۆرانی)"},
+    }
+)
 # The advisor side (and the admin) speaks only these; advice.language.LanguageMiddleware keeps
 # a visitor language from ever reaching it.
 ADVISOR_LANGUAGES = ["sv", "en"]

@@ -13,7 +13,8 @@ def sessions_changed(user_id: int, ended_session_key: str | None = None) -> dict
     fingerprint, not its key) and makes the others check that their session is still valid
     (within a second: SAFETY.md C-4)."""
     return {
-        "kind": "logout", "advisor": user_id,
+        "kind": "logout",
+        "advisor": user_id,
         "session": session_fingerprint(ended_session_key),
     }
 

@@ -157,8 +157,14 @@ class JsonSocket(AsyncWebsocketConsumer):
                 raise ProtocolError("unknown_type", f"Unknown frame type '{frame_type[:40]}'.")
             await getattr(self, f"handle_{frame_type}")(frame)
         except DomainError as e:
-            await self.send_frame({"type": "error", "code": e.code, "message": e.message,
-                                   "ref": frame_type if isinstance(frame_type, str) else None})
+            await self.send_frame(
+                {
+                    "type": "error",
+                    "code": e.code,
+                    "message": e.message,
+                    "ref": frame_type if isinstance(frame_type, str) else None,
+                }
+            )
 
     async def handle_ping(self, frame: dict[str, Any]) -> None:
         await self.send_frame({"type": "pong"})

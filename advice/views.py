@@ -108,11 +108,18 @@ def login(request: HttpRequest) -> HttpResponse:
     notice = ""
     if ended in ENDED_NOTICES:
         notice = ENDED_NOTICES[ended] % {
-            "minutes": idle_limit_seconds() // 60, "hours": lifetime_seconds() // 3600,
+            "minutes": idle_limit_seconds() // 60,
+            "hours": lifetime_seconds() // 3600,
         }
-    return render(request, "advisor/login.html", {
-        "form": form, "next": next_url or "", "notice": notice,
-    })
+    return render(
+        request,
+        "advisor/login.html",
+        {
+            "form": form,
+            "next": next_url or "",
+            "notice": notice,
+        },
+    )
 
 
 class AdvisorTokenForm(OTPTokenForm):
@@ -155,9 +162,14 @@ def verify(request: HttpRequest) -> HttpResponse:
         otp_login(request, request.user.otp_device)
         request.session.cycle_key()
         return _after_login(request)
-    return render(request, "advisor/verify.html", {
-        "form": form, "choose_device": len(form.fields["otp_device"].choices) > 2,
-    })
+    return render(
+        request,
+        "advisor/verify.html",
+        {
+            "form": form,
+            "choose_device": len(form.fields["otp_device"].choices) > 2,
+        },
+    )
 
 
 @login_required
@@ -169,10 +181,9 @@ def enrol(request: HttpRequest) -> HttpResponse:
         return redirect("advisor-console")
     if user_has_device(request.user):
         return redirect("advisor-verify")
-    device = (
-        TOTPDevice.objects.filter(user=request.user, confirmed=False).order_by("id").first()
-        or TOTPDevice.objects.create(user=request.user, name="Authenticator", confirmed=False)
-    )
+    device = TOTPDevice.objects.filter(user=request.user, confirmed=False).order_by(
+        "id"
+    ).first() or TOTPDevice.objects.create(user=request.user, name="Authenticator", confirmed=False)
     error = ""
     if request.method == "POST":
         token = request.POST.get("otp_token", "").strip().replace(" ", "")
@@ -191,14 +202,22 @@ def enrol(request: HttpRequest) -> HttpResponse:
                 error = _("That code is not right. Wait for a new code in the app and try again.")
     secret = b32encode(device.bin_key).decode().rstrip("=")
     qr_svg = segno.make(device.config_url, error="m").svg_inline(
-        scale=5, border=4, dark="#000", light="#fff", title=_("QR code for your authenticator app"),
+        scale=5,
+        border=4,
+        dark="#000",
+        light="#fff",
+        title=_("QR code for your authenticator app"),
     )
-    return render(request, "advisor/enrol.html", {
-        "qr_svg": qr_svg,
-        # In groups of four, as authenticator apps show and accept it.
-        "secret_groups": [secret[i:i + 4] for i in range(0, len(secret), 4)],
-        "error": error,
-    })
+    return render(
+        request,
+        "advisor/enrol.html",
+        {
+            "qr_svg": qr_svg,
+            # In groups of four, as authenticator apps show and accept it.
+            "secret_groups": [secret[i : i + 4] for i in range(0, len(secret), 4)],
+            "error": error,
+        },
+    )
 
 
 @require_POST
@@ -217,12 +236,16 @@ def admin_login(request: HttpRequest) -> HttpResponse:
 @otp_required
 def console(request: HttpRequest) -> HttpResponse:
     profile = AdvisorProfile.for_user(request.user)
-    return render(request, "advisor/console.html", {
-        "profile": profile,
-        "outcomes": Outcome.choices,
-        "interpreter_languages": INTERPRETER_LANGUAGES,
-        "console_config": console_config(request, profile),
-    })
+    return render(
+        request,
+        "advisor/console.html",
+        {
+            "profile": profile,
+            "outcomes": Outcome.choices,
+            "interpreter_languages": INTERPRETER_LANGUAGES,
+            "console_config": console_config(request, profile),
+        },
+    )
 
 
 def console_config(request: HttpRequest, profile: AdvisorProfile) -> dict[str, Any]:

@@ -26,12 +26,17 @@ SCENARIOS = ["steady", "surge", "failover", "memory", "sms"]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes: a check, not a measurement")
-    parser.add_argument("--scenario", action="append", choices=SCENARIOS,
-                        help="run only this scenario (repeatable)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: a check, not a measurement"
+    )
+    parser.add_argument(
+        "--scenario", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)"
+    )
     parser.add_argument("--rates", help="steady: offered rates, comma-separated (msgs/s)")
     parser.add_argument("--duration", type=float, help="steady: seconds per rate")
     parser.add_argument("--conversations", type=int, help="steady and failover: conversations")
@@ -45,13 +50,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def sizes(args: argparse.Namespace) -> dict:
     if args.smoke:
-        base = {"conversations": 10, "rates": [20.0], "duration": 1.0, "visitors": 30,
-                "advisors": 3, "arrival_s": 1.0, "failover_rate": 20.0, "failover_s": 3.0,
-                "sms_rates": [10.0], "sms_duration": 1.0}
+        base = {
+            "conversations": 10,
+            "rates": [20.0],
+            "duration": 1.0,
+            "visitors": 30,
+            "advisors": 3,
+            "arrival_s": 1.0,
+            "failover_rate": 20.0,
+            "failover_s": 3.0,
+            "sms_rates": [10.0],
+            "sms_duration": 1.0,
+        }
     else:
-        base = {"conversations": 500, "rates": [100.0, 300.0, 1000.0], "duration": 8.0,
-                "visitors": 2000, "advisors": 20, "arrival_s": 10.0, "failover_rate": 100.0,
-                "failover_s": 10.0, "sms_rates": [100.0, 300.0, 600.0], "sms_duration": 5.0}
+        base = {
+            "conversations": 500,
+            "rates": [100.0, 300.0, 1000.0],
+            "duration": 8.0,
+            "visitors": 2000,
+            "advisors": 20,
+            "arrival_s": 10.0,
+            "failover_rate": 100.0,
+            "failover_s": 10.0,
+            "sms_rates": [100.0, 300.0, 600.0],
+            "sms_duration": 5.0,
+        }
     if args.rates:
         base["rates"] = [float(r) for r in args.rates.split(",")]
     if args.duration:
@@ -90,10 +113,15 @@ def machine() -> dict:
     import redis
 
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-        "django": django.get_version(), "channels": channels.__version__,
-        "daphne": daphne.__version__, "channels_redis": channels_redis.__version__,
-        "redis_py": redis.__version__, "psycopg": psycopg.__version__,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "channels": channels.__version__,
+        "daphne": daphne.__version__,
+        "channels_redis": channels_redis.__version__,
+        "redis_py": redis.__version__,
+        "psycopg": psycopg.__version__,
     }
 
 
@@ -122,15 +150,32 @@ async def run(args: argparse.Namespace) -> list[dict]:
 
     try:
         if "steady" in chosen:
-            emit(await scenarios.steady(stack, conversations=size["conversations"],
-                                        rates=size["rates"], duration=size["duration"]))
+            emit(
+                await scenarios.steady(
+                    stack,
+                    conversations=size["conversations"],
+                    rates=size["rates"],
+                    duration=size["duration"],
+                )
+            )
         if "surge" in chosen:
-            emit(await scenarios.surge(stack, visitors=size["visitors"],
-                                       advisors=size["advisors"], arrival_s=size["arrival_s"]))
+            emit(
+                await scenarios.surge(
+                    stack,
+                    visitors=size["visitors"],
+                    advisors=size["advisors"],
+                    arrival_s=size["arrival_s"],
+                )
+            )
         if "failover" in chosen:
-            emit(await scenarios.failover(stack, conversations=size["conversations"],
-                                          rate=size["failover_rate"],
-                                          duration=size["failover_s"]))
+            emit(
+                await scenarios.failover(
+                    stack,
+                    conversations=size["conversations"],
+                    rate=size["failover_rate"],
+                    duration=size["failover_s"],
+                )
+            )
         if "memory" in chosen:
             emit(await scenarios.memory(stack, visitors=size["visitors"]))
         if "sms" in chosen:
@@ -146,10 +191,13 @@ def main(argv: list[str] | None = None) -> None:
     lines = asyncio.run(run(args))
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    header = {"scenario": "run", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                          time.gmtime(started)),
-              "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
-              "pinned": not args.no_pin, **machine()}
+    header = {
+        "scenario": "run",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "pinned": not args.no_pin,
+        **machine(),
+    }
     output.write_text("".join(json.dumps(line) + "\n" for line in [header, *lines]))
     plot = args.plot or (None if args.smoke else str(ROOT / "docs" / "performance.png"))
     if plot:

@@ -76,8 +76,14 @@ class Ledger:
 class Socket:
     """One client connection; frames are handed to `on_frame` as they arrive."""
 
-    def __init__(self, urls: list[str], path: str, origin_of: Callable[[str], str], *,
-                 cookie: str | None = None) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        path: str,
+        origin_of: Callable[[str], str],
+        *,
+        cookie: str | None = None,
+    ) -> None:
         self.urls = urls
         self.path = path
         self.origin_of = origin_of
@@ -97,9 +103,15 @@ class Socket:
     async def open(self, timeout: float = 10) -> None:
         headers = {"Cookie": self.cookie} if self.cookie else None
         self.ws = await connect(
-            self.url + self.path, origin=self.origin_of(self.url), additional_headers=headers,
-            compression=None, ping_interval=None, open_timeout=timeout, max_size=2**22,
-            max_queue=None, user_agent_header=None,
+            self.url + self.path,
+            origin=self.origin_of(self.url),
+            additional_headers=headers,
+            compression=None,
+            ping_interval=None,
+            open_timeout=timeout,
+            max_size=2**22,
+            max_queue=None,
+            user_agent_header=None,
         )
         self.closed_event = asyncio.Event()
         self.reader = asyncio.create_task(self._read())
@@ -136,7 +148,8 @@ class Socket:
         try:
             async for raw in self.ws:
                 if raw.startswith(SKIPPED) or (
-                        self.skip_prefixes and raw.startswith(self.skip_prefixes)):
+                    self.skip_prefixes and raw.startswith(self.skip_prefixes)
+                ):
                     continue
                 frame = json.loads(raw)
                 if frame["type"] == "error":
@@ -206,8 +219,7 @@ class Visitor(Socket):
 
     async def start(self) -> None:
         started = self.wait_for(lambda f: f["type"] == "started")
-        await self.send({"type": "start", "language": "sv", "writer": "young",
-                         "safe_now": "yes"})
+        await self.send({"type": "start", "language": "sv", "writer": "young", "safe_now": "yes"})
         await started
 
     async def resume(self) -> None:
@@ -230,8 +242,9 @@ class Visitor(Socket):
 
 
 class Advisor(Socket):
-    def __init__(self, urls: list[str], origin_of: Callable[[str], str], ledger: Ledger,
-                 cookie: str) -> None:
+    def __init__(
+        self, urls: list[str], origin_of: Callable[[str], str], ledger: Ledger, cookie: str
+    ) -> None:
         super().__init__(urls, "/ws/advisor/", origin_of, cookie=cookie)
         self.ledger = ledger
         self.last_seq: dict[str, int] = {}
@@ -264,23 +277,26 @@ class Advisor(Socket):
 
     async def resend(self) -> None:
         for client_id, (conversation, text) in list(self.unacked.items()):
-            await self.send({"type": "send", "conversation": conversation,
-                             "client_id": client_id, "text": text})
+            await self.send(
+                {"type": "send", "conversation": conversation, "client_id": client_id, "text": text}
+            )
 
     async def say(self, conversation: str, message_id: int, at: float) -> None:
         client_id = str(message_id)
         text = text_for(message_id)
         self.unacked[client_id] = (conversation, text)
         self.ledger.on_send(message_id, at)
-        await self.send({"type": "send", "conversation": conversation, "client_id": client_id,
-                         "text": text})
+        await self.send(
+            {"type": "send", "conversation": conversation, "client_id": client_id, "text": text}
+        )
 
 
 class RelayPeer(Socket):
     """A socket of the bare relay: sends the same frames as a visitor, gets the other's."""
 
-    def __init__(self, url: str, room: int, origin_of: Callable[[str], str],
-                 ledger: Ledger) -> None:
+    def __init__(
+        self, url: str, room: int, origin_of: Callable[[str], str], ledger: Ledger
+    ) -> None:
         super().__init__([url], f"/relay/{room}/", origin_of)
         self.ledger = ledger
 
@@ -291,8 +307,9 @@ class RelayPeer(Socket):
 
     async def say(self, message_id: int, at: float) -> None:
         self.ledger.on_send(message_id, at)
-        await self.send({"type": "send", "client_id": str(message_id),
-                         "text": text_for(message_id)})
+        await self.send(
+            {"type": "send", "client_id": str(message_id), "text": text_for(message_id)}
+        )
 
 
 async def gather_limited(coroutines: list, limit: int = 50) -> list:

@@ -72,10 +72,18 @@ class Canvas:
     def dot(self, x: int, y: int, colour: tuple[int, int, int]) -> None:
         if 0 <= x < self.width and 0 <= y < self.height:
             i = 3 * (y * self.width + x)
-            self.pixels[i:i + 3] = bytes(colour)
+            self.pixels[i : i + 3] = bytes(colour)
 
-    def line(self, x0: float, y0: float, x1: float, y1: float, colour: tuple[int, int, int],
-             width: int = 1, dash: int = 0) -> None:
+    def line(
+        self,
+        x0: float,
+        y0: float,
+        x1: float,
+        y1: float,
+        colour: tuple[int, int, int],
+        width: int = 1,
+        dash: int = 0,
+    ) -> None:
         steps = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
         for step in range(steps + 1):
             if dash and (step // dash) % 2:
@@ -91,8 +99,9 @@ class Canvas:
             for dy in range(-size, size + 1):
                 self.dot(x + dx, y + dy, colour)
 
-    def text(self, x: int, y: int, words: str, colour: tuple[int, int, int] = BLACK,
-             scale: int = 2) -> int:
+    def text(
+        self, x: int, y: int, words: str, colour: tuple[int, int, int] = BLACK, scale: int = 2
+    ) -> int:
         for char in words.lower():
             glyph = FONT.get(char, FONT[" "]).split()
             for row in range(7):
@@ -106,17 +115,25 @@ class Canvas:
 
     def png(self) -> bytes:
         rows = b"".join(
-            b"\x00" + bytes(self.pixels[3 * y * self.width:3 * (y + 1) * self.width])
+            b"\x00" + bytes(self.pixels[3 * y * self.width : 3 * (y + 1) * self.width])
             for y in range(self.height)
         )
 
         def chunk(kind: bytes, data: bytes) -> bytes:
-            return (struct.pack(">I", len(data)) + kind + data
-                    + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+            return (
+                struct.pack(">I", len(data))
+                + kind
+                + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+            )
 
         header = struct.pack(">IIBBBBB", self.width, self.height, 8, 2, 0, 0, 0)
-        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+        return (
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows, 9))
+            + chunk(b"IEND", b"")
+        )
 
 
 def text_width(words: str, scale: int = 2) -> int:
@@ -132,8 +149,12 @@ def draw(lines: list[dict[str, Any]], path: Path) -> None:
     left, right, top, bottom = 110, 40, 60, 110
     canvas = Canvas(width, height)
     rates = sorted({line["offered_rate"] for line in points})
-    latencies = [v for line in points for key in ("p50_ms", "p99_ms", "relay_p50_ms",
-                                                  "relay_p99_ms") if (v := line.get(key))]
+    latencies = [
+        v
+        for line in points
+        for key in ("p50_ms", "p99_ms", "relay_p50_ms", "relay_p99_ms")
+        if (v := line.get(key))
+    ]
     y_low = 10 ** math.floor(math.log10(max(0.5, min(latencies, default=1))))
     y_high = 10 ** math.ceil(math.log10(max(latencies, default=100)))
     x_low, x_high = rates[0] / 1.5, rates[-1] * 1.5
@@ -144,8 +165,9 @@ def draw(lines: list[dict[str, Any]], path: Path) -> None:
 
     def py(ms: float) -> float:
         span = math.log10(y_high) - math.log10(y_low)
-        return height - bottom - (math.log10(ms) - math.log10(y_low)) / span * (
-            height - top - bottom)
+        return (
+            height - bottom - (math.log10(ms) - math.log10(y_low)) / span * (height - top - bottom)
+        )
 
     decade = y_low
     while decade <= y_high:
@@ -166,20 +188,30 @@ def draw(lines: list[dict[str, Any]], path: Path) -> None:
     axis = "offered load, msgs/s, 1000 sockets on one process"
     canvas.text((width - text_width(axis)) // 2, height - bottom + 38, axis)
 
-    for key, colour, dash in (("relay_p99_ms", RELAY, 0), ("relay_p50_ms", RELAY, 6),
-                              ("p99_ms", PROJECT, 0), ("p50_ms", PROJECT, 6)):
-        series = [(px(line["offered_rate"]), py(max(line[key], y_low)))
-                  for line in sorted(points, key=lambda line: line["offered_rate"])
-                  if line.get(key)]
+    for key, colour, dash in (
+        ("relay_p99_ms", RELAY, 0),
+        ("relay_p50_ms", RELAY, 6),
+        ("p99_ms", PROJECT, 0),
+        ("p50_ms", PROJECT, 6),
+    ):
+        series = [
+            (px(line["offered_rate"]), py(max(line[key], y_low)))
+            for line in sorted(points, key=lambda line: line["offered_rate"])
+            if line.get(key)
+        ]
         for (x0, y0), (x1, y1) in itertools.pairwise(series):
             canvas.line(x0, y0, x1, y1, colour, 3 if not dash else 2, dash)
         for x, y in series:
             canvas.box(round(x), round(y), 3, colour)
 
-    for i, (label, colour, dash) in enumerate((
-        ("project p99", PROJECT, 0), ("bare channels relay p99", RELAY, 0),
-        ("project p50", PROJECT, 6), ("bare channels relay p50", RELAY, 6),
-    )):
+    for i, (label, colour, dash) in enumerate(
+        (
+            ("project p99", PROJECT, 0),
+            ("bare channels relay p99", RELAY, 0),
+            ("project p50", PROJECT, 6),
+            ("bare channels relay p50", RELAY, 6),
+        )
+    ):
         x = left + (i % 2) * 360
         y = height - 34 + (i // 2) * 18
         canvas.line(x, y + 6, x + 30, y + 6, colour, 3 if not dash else 2, dash)

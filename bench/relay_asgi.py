@@ -35,6 +35,8 @@ class RelayConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=event["text"])
 
 
-application = ProtocolTypeRouter({
-    "websocket": URLRouter([path("relay/<int:room>/", RelayConsumer.as_asgi())]),
-})
+application = ProtocolTypeRouter(
+    {
+        "websocket": URLRouter([path("relay/<int:room>/", RelayConsumer.as_asgi())]),
+    }
+)

@@ -65,8 +65,12 @@ def make_advisors(count: int, *, capacity: int = 1) -> list[str]:
         users.append(user)
     users = User.objects.bulk_create(users)
     AdvisorProfile.objects.bulk_create(
-        [AdvisorProfile(user=u, display_name=f"Advisor {i}", capacity=capacity,
-                        languages=["sv", "en"]) for i, u in enumerate(users)]
+        [
+            AdvisorProfile(
+                user=u, display_name=f"Advisor {i}", capacity=capacity, languages=["sv", "en"]
+            )
+            for i, u in enumerate(users)
+        ]
     )
     devices = TOTPDevice.objects.bulk_create(
         [TOTPDevice(user=u, name="phone", confirmed=True) for u in users]
@@ -96,9 +100,15 @@ class Pair:
             await self.advisor.say(self.conversation, message_id, at)
 
 
-async def open_pairs(urls_for_visitors: list[str], urls_for_advisors: list[str], count: int,
-                     ledger: Ledger, *, lanes: int = 10,
-                     fallback: bool = False) -> tuple[list[Pair], int]:
+async def open_pairs(
+    urls_for_visitors: list[str],
+    urls_for_advisors: list[str],
+    count: int,
+    ledger: Ledger,
+    *,
+    lanes: int = 10,
+    fallback: bool = False,
+) -> tuple[list[Pair], int]:
     """`count` conversations through the protocol: advisors connect, then visitors start and
     advisors take the next one, a few lanes at a time so the queue stays short. Which advisor
     got whose conversation is learnt from a hello text each visitor sends.
@@ -118,8 +128,9 @@ async def open_pairs(urls_for_visitors: list[str], urls_for_advisors: list[str],
         hello = advisor.wait_for(lambda f: f["type"] == "hello")
         await hello
 
-    visitors = [Visitor(addresses(urls_for_visitors, i, fallback), origin_of, ledger)
-                for i in range(count)]
+    visitors = [
+        Visitor(addresses(urls_for_visitors, i, fallback), origin_of, ledger) for i in range(count)
+    ]
     queue: asyncio.Queue[tuple[Visitor, Advisor]] = asyncio.Queue()
     for pair in zip(visitors, advisors, strict=True):
         queue.put_nowait(pair)
@@ -135,8 +146,9 @@ async def open_pairs(urls_for_visitors: list[str], urls_for_advisors: list[str],
                 await visitor.open()
                 await visitor.start()
                 taken = advisor.wait_for(
-                    lambda f: f["type"] == "conversation"
-                    and f["conversation"]["status"] == "active"
+                    lambda f: (
+                        f["type"] == "conversation" and f["conversation"]["status"] == "active"
+                    )
                 )
                 await advisor.send({"type": "take_next"})
                 await taken
@@ -177,8 +189,7 @@ def addresses(urls: list[str], i: int, fallback: bool) -> list[str]:
 # --- offered load ------------------------------------------------------------------------------
 
 
-async def offer(senders: list[Any], rate: float, duration: float, ledger: Ledger,
-                say: Any) -> int:
+async def offer(senders: list[Any], rate: float, duration: float, ledger: Ledger, say: Any) -> int:
     """Send `rate` texts a second in total for `duration` seconds, round robin over the
     senders, alternating direction; latency counts from the intended send time (so a late
     sender does not hide a slow server). Returns how many were sent."""
@@ -211,8 +222,14 @@ def measured(ledger: Ledger, sent: int) -> dict[str, Any]:
     }
 
 
-async def run_rates(senders: list[Any], rates: list[float], duration: float, ledger_of: Any,
-                    say: Any, server: Server) -> list[dict[str, Any]]:
+async def run_rates(
+    senders: list[Any],
+    rates: list[float],
+    duration: float,
+    ledger_of: Any,
+    say: Any,
+    server: Server,
+) -> list[dict[str, Any]]:
     results = []
     for rate in rates:
         ledger = ledger_of()
@@ -222,9 +239,14 @@ async def run_rates(senders: list[Any], rates: list[float], duration: float, led
         await drain(ledger)
         elapsed = now() - started
         cpu = server.cpu_seconds() - cpu_before
-        results.append({**measured(ledger, sent), "offered_rate": rate,
-                        "server_cpu": round(cpu / elapsed, 2),
-                        "server_cpu_ms_per_msg": round(1000 * cpu / max(1, sent), 3)})
+        results.append(
+            {
+                **measured(ledger, sent),
+                "offered_rate": rate,
+                "server_cpu": round(cpu / elapsed, 2),
+                "server_cpu_ms_per_msg": round(1000 * cpu / max(1, sent), 3),
+            }
+        )
         await asyncio.sleep(0.5)
     return results
 
@@ -245,8 +267,9 @@ class LedgerBox:
 # --- steady ------------------------------------------------------------------------------------
 
 
-async def steady(stack: Stack, *, conversations: int, rates: list[float],
-                 duration: float) -> list[dict[str, Any]]:
+async def steady(
+    stack: Stack, *, conversations: int, rates: list[float], duration: float
+) -> list[dict[str, Any]]:
     """`conversations` conversations (two sockets each) on one process; texts both ways at
     each offered rate; the same on the bare relay, same server, same layer."""
     # The bare relay first.
@@ -254,8 +277,12 @@ async def steady(stack: Stack, *, conversations: int, rates: list[float],
     ledger = Ledger()
     peers = []
     for room in range(conversations):
-        peers.append((RelayPeer(relay.url, room, origin_of, ledger),
-                      RelayPeer(relay.url, room, origin_of, ledger)))
+        peers.append(
+            (
+                RelayPeer(relay.url, room, origin_of, ledger),
+                RelayPeer(relay.url, room, origin_of, ledger),
+            )
+        )
     flat = [p for pair in peers for p in pair]
     results = await gather_limited([p.open() for p in flat], 50)
     relay_failures = sum(1 for r in results if isinstance(r, BaseException))
@@ -276,40 +303,42 @@ async def steady(stack: Stack, *, conversations: int, rates: list[float],
     async def project_say(pair, message_id, at, from_visitor):
         await pair.say(message_id, at, from_visitor=from_visitor)
 
-    project_results = await run_rates(pairs, rates, duration, LedgerBox(sockets), project_say,
-                                      server)
+    project_results = await run_rates(
+        pairs, rates, duration, LedgerBox(sockets), project_say, server
+    )
     await gather_limited([s.close() for s in sockets], 100)
     await asyncio.to_thread(server.stop)
 
     lines = []
     for mine, bare in zip(project_results, relay_results, strict=True):
-        lines.append({
-            "scenario": "steady",
-            "processes": 1,
-            "sockets": 2 * len(pairs),
-            "conversations": len(pairs),
-            "duration_s": duration,
-            **mine,
-            "connect_failures": failures + (conversations - len(pairs)),
-            "relay_p50_ms": bare["p50_ms"],
-            "relay_p99_ms": bare["p99_ms"],
-            "relay_max_ms": bare["max_ms"],
-            "relay_delivered": bare["delivered"],
-            "relay_lost": bare["lost"],
-            "relay_connect_failures": relay_failures,
-            "relay_server_cpu": bare["server_cpu"],
-            "relay_server_cpu_ms_per_msg": bare["server_cpu_ms_per_msg"],
-        })
+        lines.append(
+            {
+                "scenario": "steady",
+                "processes": 1,
+                "sockets": 2 * len(pairs),
+                "conversations": len(pairs),
+                "duration_s": duration,
+                **mine,
+                "connect_failures": failures + (conversations - len(pairs)),
+                "relay_p50_ms": bare["p50_ms"],
+                "relay_p99_ms": bare["p99_ms"],
+                "relay_max_ms": bare["max_ms"],
+                "relay_delivered": bare["delivered"],
+                "relay_lost": bare["lost"],
+                "relay_connect_failures": relay_failures,
+                "relay_server_cpu": bare["server_cpu"],
+                "relay_server_cpu_ms_per_msg": bare["server_cpu_ms_per_msg"],
+            }
+        )
     return lines
-
-
 
 
 # --- surge -------------------------------------------------------------------------------------
 
 
-async def surge(stack: Stack, *, visitors: int, advisors: int,
-                arrival_s: float) -> list[dict[str, Any]]:
+async def surge(
+    stack: Stack, *, visitors: int, advisors: int, arrival_s: float
+) -> list[dict[str, Any]]:
     """`visitors` arrive evenly within `arrival_s` while `advisors` take conversations (take,
     a short talk, close, take the next). Measured: connect failures; for each take, how long
     until every visitor then waiting showed their right place; take latency."""
@@ -348,8 +377,12 @@ async def surge(stack: Stack, *, visitors: int, advisors: int,
         while running:
             sent = now()
             answer = console.wait_for(
-                lambda f: (f["type"] == "conversation" and f["conversation"]["status"] == "active")
-                or (f["type"] == "error" and f.get("ref") == "take_next"), 10)
+                lambda f: (
+                    (f["type"] == "conversation" and f["conversation"]["status"] == "active")
+                    or (f["type"] == "error" and f.get("ref") == "take_next")
+                ),
+                10,
+            )
             await console.send({"type": "take_next"})
             try:
                 frame = await answer
@@ -365,11 +398,16 @@ async def surge(stack: Stack, *, visitors: int, advisors: int,
             takes.append((took, public_id))
             await asyncio.sleep(0.5)  # a (very) short conversation
             closed = console.wait_for(
-                lambda f, public_id=public_id: f["type"] == "conversation"
-                and f["conversation"]["id"] == public_id
-                and f["conversation"]["status"] == "closed", 10)
-            await console.send({"type": "close", "conversation": public_id,
-                                "outcome": "advice_given"})
+                lambda f, public_id=public_id: (
+                    f["type"] == "conversation"
+                    and f["conversation"]["id"] == public_id
+                    and f["conversation"]["status"] == "closed"
+                ),
+                10,
+            )
+            await console.send(
+                {"type": "close", "conversation": public_id, "outcome": "advice_given"}
+            )
             try:
                 await closed
             except Exception as e:
@@ -390,7 +428,8 @@ async def surge(stack: Stack, *, visitors: int, advisors: int,
     def order() -> tuple[dict[str, int], dict[str, int]]:
         tokens = {hash_token(v.token): v for v in crowd if v.token}
         rows = Conversation.objects.filter(Q(token_hash__in=list(tokens))).values_list(
-            "token_hash", "pk", "public_id")
+            "token_hash", "pk", "public_id"
+        )
         by_token = {tokens[h]: pk for h, pk, _ in rows}
         by_public = {str(public): pk for _, pk, public in rows}
         return by_token, by_public
@@ -402,26 +441,36 @@ async def surge(stack: Stack, *, visitors: int, advisors: int,
     frames = sum(len(v.positions) for v in crowd)
     await gather_limited([c.close() for c in [*consoles, *crowd]], 200)
     await asyncio.to_thread(server.stop)
-    return [{
-        "scenario": "surge", "processes": 1, "sockets": visitors + advisors,
-        "visitors": visitors, "advisors": advisors, "arrival_s": arrival_s,
-        "offered_rate": round(visitors / arrival_s, 1),
-        "connect_failures": failures,
-        "takes": len(take_latencies),
-        **{f"take_{k}": v for k, v in summary(take_latencies).items()},
-        "place_checks": len(lags["lags"]),
-        "places_never_right": lags["never"],
-        "places_right_p50_ms": ms(percentile(lags["lags"], 50)),
-        "places_right_p99_ms": ms(percentile(lags["lags"], 99)),
-        "places_right_max_ms": ms(max(lags["lags"], default=None) if lags["lags"] else None),
-        "queue_frames_per_visitor": round(frames / max(1, len(started_at)), 1),
-        "server_cpu": round(cpu / elapsed, 2),
-    }]
+    return [
+        {
+            "scenario": "surge",
+            "processes": 1,
+            "sockets": visitors + advisors,
+            "visitors": visitors,
+            "advisors": advisors,
+            "arrival_s": arrival_s,
+            "offered_rate": round(visitors / arrival_s, 1),
+            "connect_failures": failures,
+            "takes": len(take_latencies),
+            **{f"take_{k}": v for k, v in summary(take_latencies).items()},
+            "place_checks": len(lags["lags"]),
+            "places_never_right": lags["never"],
+            "places_right_p50_ms": ms(percentile(lags["lags"], 50)),
+            "places_right_p99_ms": ms(percentile(lags["lags"], 99)),
+            "places_right_max_ms": ms(max(lags["lags"], default=None) if lags["lags"] else None),
+            "queue_frames_per_visitor": round(frames / max(1, len(started_at)), 1),
+            "server_cpu": round(cpu / elapsed, 2),
+        }
+    ]
 
 
-def checked_places(crowd: list[Visitor], started_at: dict[Visitor, float],
-                   takes: list[tuple[float, str]], id_of_visitor: dict[Visitor, int],
-                   id_of_public: dict[str, int]) -> dict[str, Any]:
+def checked_places(
+    crowd: list[Visitor],
+    started_at: dict[Visitor, float],
+    takes: list[tuple[float, str]],
+    id_of_visitor: dict[Visitor, int],
+    id_of_public: dict[str, int],
+) -> dict[str, Any]:
     """For each take and each visitor waiting behind it then: the time from the take until
     the visitor showed a place no higher than their true one (places only fall here)."""
     import bisect
@@ -431,8 +480,9 @@ def checked_places(crowd: list[Visitor], started_at: dict[Visitor, float],
     for at, public_id in events:
         if public_id in id_of_public:
             taken_at.setdefault(id_of_public[public_id], at)
-    visitors = sorted(((id_of_visitor[v], v) for v in crowd if v in id_of_visitor),
-                      key=lambda pair: pair[0])
+    visitors = sorted(
+        ((id_of_visitor[v], v) for v in crowd if v in id_of_visitor), key=lambda pair: pair[0]
+    )
     times_of = {v: [t for t, _ in v.positions] for _, v in visitors}
     lags: list[float] = []
     never = 0
@@ -440,8 +490,11 @@ def checked_places(crowd: list[Visitor], started_at: dict[Visitor, float],
         taken = id_of_public.get(public_id)
         if taken is None:
             continue
-        waiting = [pk for pk, v in visitors
-                   if started_at.get(v, float("inf")) <= at and taken_at.get(pk, float("inf")) > at]
+        waiting = [
+            pk
+            for pk, v in visitors
+            if started_at.get(v, float("inf")) <= at and taken_at.get(pk, float("inf")) > at
+        ]
         index = {pk: place for place, pk in enumerate(waiting, start=1)}
         for pk, visitor in visitors:
             if pk <= taken or pk not in index:
@@ -451,7 +504,7 @@ def checked_places(crowd: list[Visitor], started_at: dict[Visitor, float],
             if shown >= 0 and visitor.positions[shown][1] <= truth:
                 lags.append(0.0)
                 continue
-            later = next((t for t, p in visitor.positions[shown + 1:] if p <= truth), None)
+            later = next((t for t, p in visitor.positions[shown + 1 :] if p <= truth), None)
             if later is None:
                 # Taken (or the run ended) before it showed: not a wrong place.
                 if taken_at.get(pk, float("inf")) < float("inf"):
@@ -465,8 +518,9 @@ def checked_places(crowd: list[Visitor], started_at: dict[Visitor, float],
 # --- failover ------------------------------------------------------------------------------------
 
 
-async def failover(stack: Stack, *, conversations: int, rate: float,
-                   duration: float) -> list[dict[str, Any]]:
+async def failover(
+    stack: Stack, *, conversations: int, rate: float, duration: float
+) -> list[dict[str, Any]]:
     """Two processes, conversations across them, texts both ways; one process is killed half
     way. Its clients reconnect to the other, resume from their last seq and send again what
     was never acknowledged. Measured: lost, duplicated, and the time until every client of
@@ -520,18 +574,24 @@ async def failover(stack: Stack, *, conversations: int, rate: float,
     resume_times = [(t - killed_at) * 1000 for t in resumed_at.values()]
     await gather_limited([s.close() for s in sockets], 200)
     await asyncio.to_thread(servers[1].stop)
-    return [{
-        "scenario": "failover", "processes": 2, "sockets": len(sockets),
-        "conversations": len(pairs), "offered_rate": rate, "duration_s": duration,
-        **measured(ledger, sent),
-        "connect_failures": failures + (conversations - len(pairs)),
-        "reconnect_attempts_failed": sum(c.connect_failures for c in on_victim),
-        "clients_on_killed_process": len(on_victim),
-        "clients_resumed": len(resumed_at),
-        "all_resumed_s": round(max(resume_times) / 1000, 2) if resume_times else None,
-        "resume_p50_ms": ms(percentile(resume_times, 50)),
-        "resume_p99_ms": ms(percentile(resume_times, 99)),
-    }]
+    return [
+        {
+            "scenario": "failover",
+            "processes": 2,
+            "sockets": len(sockets),
+            "conversations": len(pairs),
+            "offered_rate": rate,
+            "duration_s": duration,
+            **measured(ledger, sent),
+            "connect_failures": failures + (conversations - len(pairs)),
+            "reconnect_attempts_failed": sum(c.connect_failures for c in on_victim),
+            "clients_on_killed_process": len(on_victim),
+            "clients_resumed": len(resumed_at),
+            "all_resumed_s": round(max(resume_times) / 1000, 2) if resume_times else None,
+            "resume_p50_ms": ms(percentile(resume_times, 50)),
+            "resume_p99_ms": ms(percentile(resume_times, 99)),
+        }
+    ]
 
 
 # --- memory --------------------------------------------------------------------------------------
@@ -559,12 +619,17 @@ async def memory(stack: Stack, *, visitors: int) -> list[dict[str, Any]]:
     connected = visitors - failures
     await gather_limited([v.close() for v in crowd], 200)
     await asyncio.to_thread(server.stop)
-    return [{
-        "scenario": "memory", "processes": 1, "sockets": connected,
-        "connect_failures": failures,
-        "rss_before_mb": round(before / 2**20, 1), "rss_after_mb": round(after / 2**20, 1),
-        "kb_per_idle_socket": round((after - before) / 1024 / max(1, connected), 1),
-    }]
+    return [
+        {
+            "scenario": "memory",
+            "processes": 1,
+            "sockets": connected,
+            "connect_failures": failures,
+            "rss_before_mb": round(before / 2**20, 1),
+            "rss_after_mb": round(after / 2**20, 1),
+            "kb_per_idle_socket": round((after - before) / 1024 / max(1, connected), 1),
+        }
+    ]
 
 
 async def _arrive(visitor: Visitor) -> None:

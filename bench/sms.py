@@ -58,19 +58,34 @@ def signed_requests(count: int, senders: int) -> list[tuple[bytes, str, str]]:
         sid = "SM" + secrets.token_hex(16)
         sender = f"+4670{(n % senders):07d}"
         fields = {
-            "ToCountry": "SE", "ToState": "", "SmsMessageSid": sid, "NumMedia": "0",
-            "ToCity": "", "FromZip": "", "SmsSid": sid, "FromState": "", "SmsStatus": "received",
-            "FromCity": "", "Body": f"Hej, jag undrar över en elev (text {n}).",
-            "FromCountry": "SE", "To": LINE_NUMBER, "ToZip": "", "NumSegments": "1",
-            "ReferralNumMedia": "0", "MessageSid": sid, "AccountSid": ACCOUNT_SID,
-            "From": sender, "ApiVersion": "2010-04-01",
+            "ToCountry": "SE",
+            "ToState": "",
+            "SmsMessageSid": sid,
+            "NumMedia": "0",
+            "ToCity": "",
+            "FromZip": "",
+            "SmsSid": sid,
+            "FromState": "",
+            "SmsStatus": "received",
+            "FromCity": "",
+            "Body": f"Hej, jag undrar över en elev (text {n}).",
+            "FromCountry": "SE",
+            "To": LINE_NUMBER,
+            "ToZip": "",
+            "NumSegments": "1",
+            "ReferralNumMedia": "0",
+            "MessageSid": sid,
+            "AccountSid": ACCOUNT_SID,
+            "From": sender,
+            "ApiVersion": "2010-04-01",
         }
         prepared.append((urlencode(fields).encode(), validator.compute_signature(url, fields), sid))
     return prepared
 
 
-async def offer(base_url: str, rate: float, duration: float,
-                requests: list[tuple[bytes, str, str]]) -> dict[str, Any]:
+async def offer(
+    base_url: str, rate: float, duration: float, requests: list[tuple[bytes, str, str]]
+) -> dict[str, Any]:
     import aiohttp
 
     from bench.stats import summary
@@ -92,10 +107,13 @@ async def offer(base_url: str, rate: float, duration: float,
             body, signature, sid = requests[index]
             try:
                 async with session.post(
-                    base_url + "/sms/inbound", data=body,
-                    headers={"X-Twilio-Signature": signature,
-                             "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
-                             "User-Agent": "TwilioProxy/1.1"},
+                    base_url + "/sms/inbound",
+                    data=body,
+                    headers={
+                        "X-Twilio-Signature": signature,
+                        "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+                        "User-Agent": "TwilioProxy/1.1",
+                    },
                 ) as response:
                     await response.read()
                     key = str(response.status)
@@ -130,7 +148,7 @@ def stored_once(sids: list[str]) -> tuple[int, int]:
 
     found = 0
     for chunk in range(0, len(sids), 1000):
-        found += InboundSms.objects.filter(message_sid__in=sids[chunk:chunk + 1000]).count()
+        found += InboundSms.objects.filter(message_sid__in=sids[chunk : chunk + 1000]).count()
     return len(sids), found
 
 
@@ -146,8 +164,9 @@ def drained_within(limit: float) -> float | None:
     return None
 
 
-async def scenario(stack: Any, *, rates: list[float], duration: float,
-                   worker: bool = False) -> list[dict[str, Any]]:
+async def scenario(
+    stack: Any, *, rates: list[float], duration: float, worker: bool = False
+) -> list[dict[str, Any]]:
     """Run on a started `bench.stack.Stack` (its database migrated, Django set up here)."""
     from asgiref.sync import sync_to_async
 
@@ -160,9 +179,12 @@ async def scenario(stack: Any, *, rates: list[float], duration: float,
         from bench.stack import ROOT
 
         worker_process = subprocess.Popen(
-            [sys.executable, "manage.py", "worker"], cwd=ROOT,
-            env={**stack.env, **twilio_env()}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "manage.py", "worker"],
+            cwd=ROOT,
+            env={**stack.env, **twilio_env()},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
     lines = []
     try:
@@ -177,8 +199,12 @@ async def scenario(stack: Any, *, rates: list[float], duration: float,
             sids = result.pop("_sids")
             answered, stored = await sync_to_async(stored_once)(sids)
             line = {
-                "scenario": "sms", "processes": 1, "worker": worker, **result,
-                "stored": stored, "lost": answered - stored,
+                "scenario": "sms",
+                "processes": 1,
+                "worker": worker,
+                **result,
+                "stored": stored,
+                "lost": answered - stored,
                 "server_cpu_s": round(cpu, 2),
                 "server_cpu_ms_per_webhook": round(1000 * cpu / max(1, result["ok"]), 2),
             }
@@ -217,34 +243,50 @@ def run(**options: Any) -> list[dict[str, Any]]:
         raise SystemExit("bench.sms needs DATABASE_URL (PostgreSQL) and REDIS_URL")
     raise_file_limit()
     pinned = pin_load_generator() if options.get("pin", True) else False
-    name = options.get("database") or (
-        (database_url.rsplit("/", 1)[-1] or "advice") + "_bench_sms"
-    )
+    name = options.get("database") or ((database_url.rsplit("/", 1)[-1] or "advice") + "_bench_sms")
     stack = Stack(bench_database_url(database_url, name), redis_url, pin=pinned)
     stack.create_database()
     stack.setup_django()
     try:
-        return asyncio.run(scenario(
-            stack, rates=list(options.get("rates") or DEFAULT_RATES),
-            duration=float(options.get("duration") or 5.0), worker=bool(options.get("worker")),
-        ))
+        return asyncio.run(
+            scenario(
+                stack,
+                rates=list(options.get("rates") or DEFAULT_RATES),
+                duration=float(options.get("duration") or 5.0),
+                worker=bool(options.get("worker")),
+            )
+        )
     finally:
         stack.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.sms", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", default=",".join(str(int(r)) for r in DEFAULT_RATES),
-                        help="offered webhooks per second, comma-separated")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.sms",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--rates",
+        default=",".join(str(int(r)) for r in DEFAULT_RATES),
+        help="offered webhooks per second, comma-separated",
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per rate")
-    parser.add_argument("--worker", action="store_true",
-                        help="run `manage.py worker` beside the server (processing the texts)")
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="run `manage.py worker` beside the server (processing the texts)",
+    )
     parser.add_argument("--database", help="the bench database's name")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores")
     args = parser.parse_args(argv)
-    lines = run(rates=[float(r) for r in args.rates.split(",")], duration=args.duration,
-                worker=args.worker, database=args.database, pin=not args.no_pin)
+    lines = run(
+        rates=[float(r) for r in args.rates.split(",")],
+        duration=args.duration,
+        worker=args.worker,
+        database=args.database,
+        pin=not args.no_pin,
+    )
     for line in lines:
         print(json.dumps(line), flush=True)
 

@@ -98,7 +98,9 @@ class Stack:
             conn.execute(f'CREATE DATABASE "{name}"')
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT, env=self.env, check=True,
+            cwd=ROOT,
+            env=self.env,
+            check=True,
         )
 
     def clear_conversations(self) -> None:
@@ -112,8 +114,17 @@ class Stack:
 
     def setup_django(self) -> None:
         """This process talks to the bench database too (advisors, sessions, checks)."""
-        for key in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL", "CHANNEL_PREFIX",
-                    "SECRET_KEY", "ENCRYPTION_KEYS", "ALLOWED_HOSTS", "DEBUG", "LOG_LEVEL"):
+        for key in (
+            "DJANGO_SETTINGS_MODULE",
+            "DATABASE_URL",
+            "REDIS_URL",
+            "CHANNEL_PREFIX",
+            "SECRET_KEY",
+            "ENCRYPTION_KEYS",
+            "ALLOWED_HOSTS",
+            "DEBUG",
+            "LOG_LEVEL",
+        ):
             os.environ[key] = self.env[key]
         import django
 
@@ -170,8 +181,12 @@ class Server:
         self.log_path = LOGS / f"server-{self.port}.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                self.command, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
-                stderr=log, start_new_session=True,
+                self.command,
+                cwd=ROOT,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
             )
 
     def log_tail(self, size: int = 2000) -> str:

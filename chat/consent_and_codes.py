@@ -75,8 +75,9 @@ class ConsentAndCodeFrames:
         """Whether the line is open for a county; while closed, with the numbers to call,
         labelled in `language`."""
         county = field(frame, "county", str, default="", choices=COUNTY_CHOICES)
-        language = field(frame, "language", str, default=settings.LANGUAGE_CODE,
-                         choices=VISITOR_LANGUAGE_CODES)
+        language = field(
+            frame, "language", str, default=settings.LANGUAGE_CODE, choices=VISITOR_LANGUAGE_CODES
+        )
         status = await database_sync_to_async(line_status)(county)
         answer = {"type": "line_status", **status.as_dict()}
         if not status.open:
@@ -93,10 +94,15 @@ class ConsentAndCodeFrames:
     async def handle_return_code(self, frame: dict[str, Any]) -> None:
         conversation = self._require_conversation()
         code, record = await database_sync_to_async(returncodes.issue)(conversation)
-        await self.send_frame({
-            "type": "return_code", "code": code, "words": code.split(),
-            "expires_at": record.expires_at.isoformat(), "valid_days": settings.RETURN_CODE_DAYS,
-        })
+        await self.send_frame(
+            {
+                "type": "return_code",
+                "code": code,
+                "words": code.split(),
+                "expires_at": record.expires_at.isoformat(),
+                "valid_days": settings.RETURN_CODE_DAYS,
+            }
+        )
 
     # --- events --------------------------------------------------------------------------
 

@@ -22,9 +22,20 @@ VISITOR_LANGUAGES = {code for code, _name in settings.LANGUAGES}
 
 
 class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
-    frame_types = frozenset({
-        "start", "resume", "send", "typing", "leave", "quick_exit", "ping",
-    }) | ConsentAndCodeFrames.extra_frame_types
+    frame_types = (
+        frozenset(
+            {
+                "start",
+                "resume",
+                "send",
+                "typing",
+                "leave",
+                "quick_exit",
+                "ping",
+            }
+        )
+        | ConsentAndCodeFrames.extra_frame_types
+    )
 
     conversation: Conversation | None = None
     position: int | None = None
@@ -45,7 +56,10 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
             "writer": field(frame, "writer", str, choices=Writer.values),
             "interpreter_needed": interpreter_needed,
             "interpreter_language": field(
-                frame, "interpreter_language", str, default="",
+                frame,
+                "interpreter_language",
+                str,
+                default="",
                 choices=[""] + [code for code, _name in INTERPRETER_LANGUAGES],
             ),
             "county": field(
@@ -88,10 +102,16 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
     async def handle_typing(self, frame: dict[str, Any]) -> None:
         conversation = self._require_conversation()
         if conversation.status == Conversation.Status.ACTIVE:
-            await publish([{
-                "kind": "typing", "conversation": conversation.pk,
-                "public_id": str(conversation.public_id), "from": "visitor",
-            }])
+            await publish(
+                [
+                    {
+                        "kind": "typing",
+                        "conversation": conversation.pk,
+                        "public_id": str(conversation.public_id),
+                        "from": "visitor",
+                    }
+                ]
+            )
 
     async def handle_leave(self, frame: dict[str, Any]) -> None:
         conversation = self._require_conversation()
@@ -138,9 +158,13 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
         estimate = snapshot.estimated_wait(position)
         if (position, estimate) != (self.position, self.estimate):
             self.position, self.estimate = position, estimate
-            await self.send_frame({
-                "type": "queue", "position": position, "estimated_wait_seconds": estimate,
-            })
+            await self.send_frame(
+                {
+                    "type": "queue",
+                    "position": position,
+                    "estimated_wait_seconds": estimate,
+                }
+            )
 
     def message_frame(self, event: dict[str, Any]) -> dict[str, Any]:
         frame = {
@@ -195,5 +219,3 @@ def _conversation_for_token(token: str) -> Conversation | None:
     if conversation.ended_at and timezone.now() - conversation.ended_at > grace:
         return None
     return conversation
-
-

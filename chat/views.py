@@ -32,8 +32,13 @@ CLEAR_SITE_DATA = '"cache", "cookies", "storage"'
 
 
 def visitor_page(
-    request: HttpRequest, template: str, context: dict[str, Any] | None = None, *,
-    page: str, strings: dict[str, Any] | None = None, chat: dict[str, Any] | None = None,
+    request: HttpRequest,
+    template: str,
+    context: dict[str, Any] | None = None,
+    *,
+    page: str,
+    strings: dict[str, Any] | None = None,
+    chat: dict[str, Any] | None = None,
     csrf: bool = True,
 ) -> HttpResponse:
     config = {
@@ -48,16 +53,20 @@ def visitor_page(
     }
     if chat is not None:
         config["chat"] = chat
-    return render(request, template, {
-        "PAGE_TITLE": settings.VISITOR_PAGE_TITLE,
-        "QUICK_EXIT_URL": settings.QUICK_EXIT_URL,
-        "quick_exit_host": quick_exit_host(),
-        "languages": [
-            (code, name, translate_url(request.path, code)) for code, name in settings.LANGUAGES
-        ],
-        "visitor_config": config,
-        **(context or {}),
-    })
+    return render(
+        request,
+        template,
+        {
+            "PAGE_TITLE": settings.VISITOR_PAGE_TITLE,
+            "QUICK_EXIT_URL": settings.QUICK_EXIT_URL,
+            "quick_exit_host": quick_exit_host(),
+            "languages": [
+                (code, name, translate_url(request.path, code)) for code, name in settings.LANGUAGES
+            ],
+            "visitor_config": config,
+            **(context or {}),
+        },
+    )
 
 
 def quick_exit_host() -> str:
@@ -75,27 +84,39 @@ def start(request: HttpRequest) -> HttpResponse:
 @require_GET
 def safety(request: HttpRequest) -> HttpResponse:
     """Staying safer online, and what the service keeps."""
-    return visitor_page(request, "chat/safety.html", {
-        "retention_days": getattr(settings, "CHAT_RETENTION_DAYS", None),
-    }, page="safety")
+    return visitor_page(
+        request,
+        "chat/safety.html",
+        {
+            "retention_days": getattr(settings, "CHAT_RETENTION_DAYS", None),
+        },
+        page="safety",
+    )
 
 
 @require_GET
 def chat(request: HttpRequest) -> HttpResponse:
     """The form and the chat, in one page: the chat never adds a history entry."""
     current = get_language()
-    return visitor_page(request, "chat/chat.html", {
-        "counties": COUNTIES,
-        "interpreter_languages": INTERPRETER_LANGUAGES,
-        "writers": Writer.choices,
-        "safe_choices": SafeNow.choices,
-        "current_language": current,
-        "max_length": settings.MAX_MESSAGE_LENGTH,
-    }, page="chat", strings=chat_strings(), chat={
-        "socketPath": "/ws/chat/",
-        "language": current,
-        "maxLength": settings.MAX_MESSAGE_LENGTH,
-    })
+    return visitor_page(
+        request,
+        "chat/chat.html",
+        {
+            "counties": COUNTIES,
+            "interpreter_languages": INTERPRETER_LANGUAGES,
+            "writers": Writer.choices,
+            "safe_choices": SafeNow.choices,
+            "current_language": current,
+            "max_length": settings.MAX_MESSAGE_LENGTH,
+        },
+        page="chat",
+        strings=chat_strings(),
+        chat={
+            "socketPath": "/ws/chat/",
+            "language": current,
+            "maxLength": settings.MAX_MESSAGE_LENGTH,
+        },
+    )
 
 
 @require_http_methods(["GET", "POST"])

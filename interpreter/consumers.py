@@ -72,10 +72,16 @@ class InterpreterConsumer(JsonSocket):
     async def handle_typing(self, frame: dict[str, Any]) -> None:
         invitation = self._require_joined()
         conversation = invitation.conversation
-        await publish([{
-            "kind": "typing", "conversation": conversation.pk,
-            "public_id": str(conversation.public_id), "from": "interpreter",
-        }])
+        await publish(
+            [
+                {
+                    "kind": "typing",
+                    "conversation": conversation.pk,
+                    "public_id": str(conversation.public_id),
+                    "from": "interpreter",
+                }
+            ]
+        )
 
     async def handle_leave(self, frame: dict[str, Any]) -> None:
         if self.invitation is None:
@@ -168,9 +174,12 @@ class InterpreterConsumer(JsonSocket):
         assert self.invitation is not None
         history = await database_sync_to_async(interpreters.shared_history)(self.invitation)
         if history:
-            await self.send_frame({
-                "type": "history", "messages": [self.message_frame(e) for e in history],
-            })
+            await self.send_frame(
+                {
+                    "type": "history",
+                    "messages": [self.message_frame(e) for e in history],
+                }
+            )
 
     async def _finish(self, status: str) -> None:
         await self.send_frame(self.state_frame(status))

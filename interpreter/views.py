@@ -19,19 +19,26 @@ def page_strings() -> dict[str, str]:
     return {
         "connecting": _("Connecting…"),
         "reconnecting": _("The connection dropped. Reconnecting…"),
-        "waiting": _("The person you will interpret for is being asked if you may join. "
-                     "Please wait."),
+        "waiting": _(
+            "The person you will interpret for is being asked if you may join. Please wait."
+        ),
         "joined": _("You are in the conversation. Everyone sees you as “Interpreter”."),
-        "refused": _("The person said no to an interpreter this time. Thank you for your "
-                     "time. You can close this page."),
-        "revoked": _("The advisor has ended your part in this conversation. Thank you. You "
-                     "can close this page."),
+        "refused": _(
+            "The person said no to an interpreter this time. Thank you for your "
+            "time. You can close this page."
+        ),
+        "revoked": _(
+            "The advisor has ended your part in this conversation. Thank you. You "
+            "can close this page."
+        ),
         "left": _("You have left the conversation. You can close this page."),
         "ended": _("The conversation has ended. Thank you. You can close this page."),
         "expired": _("This invitation has expired. Ask the advisor for a new link."),
         "invalid_link": _("This link does not work. Ask the advisor for a new link."),
-        "link_used": _("This link has already been used. Each link works once. If the "
-                       "conversation was opened in another tab, use that tab."),
+        "link_used": _(
+            "This link has already been used. Each link works once. If the "
+            "conversation was opened in another tab, use that tab."
+        ),
         "link_revoked": _("The advisor has withdrawn this invitation."),
         "link_expired": _("This invitation has expired. Ask the advisor for a new link."),
         "conversation_ended": _("The conversation has already ended."),
@@ -58,11 +65,16 @@ def page_strings() -> dict[str, str]:
 def page(request: HttpRequest) -> HttpResponse:
     # Swedish or English, like the advisor side: the interpreter is a professional.
     with translation.override(advisor_language(request.META.get("HTTP_ACCEPT_LANGUAGE", ""))):
-        return render(request, "interpreter/interpreter.html", {
-            "interpreter_config": {
-                "strings": page_strings(), "socket": "/ws/interpreter/",
-                # Language codes as names, each in its own script ("ar" -> "العربية (Arabic)").
-                "languages": {**dict(settings.LANGUAGES), **dict(INTERPRETER_LANGUAGES)},
+        return render(
+            request,
+            "interpreter/interpreter.html",
+            {
+                "interpreter_config": {
+                    "strings": page_strings(),
+                    "socket": "/ws/interpreter/",
+                    # Language codes as names, each in its own script ("ar" -> "العربية (Arabic)").
+                    "languages": {**dict(settings.LANGUAGES), **dict(INTERPRETER_LANGUAGES)},
+                },
+                "LANGUAGE_CODE": translation.get_language(),
             },
-            "LANGUAGE_CODE": translation.get_language(),
-        })
+        )

@@ -60,8 +60,11 @@ def _base_url(name: str, value: str, *, loopback_only: bool) -> str:
 
 def twilio_from_environment() -> TwilioSettings:
     names = [
-        "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WEBHOOK_BASE_URL",
-        "TWILIO_FROM_NUMBER", "TWILIO_MESSAGING_SERVICE_SID",
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_WEBHOOK_BASE_URL",
+        "TWILIO_FROM_NUMBER",
+        "TWILIO_MESSAGING_SERVICE_SID",
     ]
     values = {name: env_str(name).strip() for name in names}
     if not any(values.values()):
@@ -102,7 +105,8 @@ def twilio_from_environment() -> TwilioSettings:
         delete_messages=env_bool("TWILIO_DELETE_MESSAGES", True),
         api_base_url=(
             _base_url("TWILIO_API_BASE_URL", api_base_url, loopback_only=True)
-            if api_base_url else ""
+            if api_base_url
+            else ""
         ),
         http_timeout=env_int("TWILIO_HTTP_TIMEOUT_SECONDS", 10, minimum=1),
     )

@@ -21,8 +21,9 @@ def masked(number: str) -> str:
     return MASK + number[-2:]
 
 
-def with_contacts(summaries: list[dict[str, Any]], *, full: bool,
-                  cache: Any = None) -> list[dict[str, Any]]:
+def with_contacts(
+    summaries: list[dict[str, Any]], *, full: bool, cache: Any = None
+) -> list[dict[str, Any]]:
     """Copies of `summaries` with "contact" on the SMS ones. `cache` (the queue snapshot all
     the advisors of a process are sent) keeps the lookup to one query per snapshot."""
     wanted = [s["id"] for s in summaries if s.get("channel") == Channel.SMS]

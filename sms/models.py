@@ -38,16 +38,22 @@ class SmsNumber(models.Model):
     own, so a text's county follows from the number it was sent to."""
 
     number = models.CharField(
-        _("number"), max_length=16, unique=True,
+        _("number"),
+        max_length=16,
+        unique=True,
         validators=[RegexValidator(E164, _("Give the number in E.164 form, e.g. +46701234567."))],
         help_text=_("In E.164 form, e.g. +46701234567, exactly as in the Twilio console."),
     )
     county = models.CharField(
-        _("county"), max_length=4, blank=True, choices=COUNTIES,
+        _("county"),
+        max_length=4,
+        blank=True,
+        choices=COUNTIES,
         help_text=_("Texts to this number open conversations for this county."),
     )
     active = models.BooleanField(
-        _("receives texts"), default=True,
+        _("receives texts"),
+        default=True,
         help_text=_("Texts to an inactive number are refused (Twilio logs the refusal)."),
     )
 
@@ -106,9 +112,7 @@ class SmsThread(models.Model):
     """The SMS side of one conversation: whose number the advisor's answers go to, and which
     of the line's numbers they go from (the one the sender texted)."""
 
-    conversation = models.OneToOneField(
-        Conversation, models.CASCADE, related_name="sms_thread"
-    )
+    conversation = models.OneToOneField(Conversation, models.CASCADE, related_name="sms_thread")
     sender_hash = models.CharField(max_length=64, db_index=True)
     sender = models.TextField()  # ciphertext of the E.164 number
     line_number = models.CharField(max_length=16)
@@ -156,9 +160,7 @@ class InboundSms(models.Model):
     acknowledgement = models.CharField(max_length=10, blank=True)
     received_at = models.DateTimeField(default=timezone.now)
     processed_at = models.DateTimeField(null=True, blank=True)
-    message = models.ForeignKey(
-        Message, models.SET_NULL, null=True, blank=True, related_name="+"
-    )
+    message = models.ForeignKey(Message, models.SET_NULL, null=True, blank=True, related_name="+")
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     last_error = models.CharField(max_length=40, blank=True)
@@ -168,11 +170,13 @@ class InboundSms(models.Model):
             # The worker's inbox: unprocessed texts, oldest first (sms.worker.process_inbound);
             # and the webhook's "is an earlier text from this sender still waiting?".
             models.Index(
-                fields=["next_attempt_at", "id"], name="sms_inbound_pending",
+                fields=["next_attempt_at", "id"],
+                name="sms_inbound_pending",
                 condition=Q(processed_at__isnull=True),
             ),
             models.Index(
-                fields=["sender_hash"], name="sms_inbound_pending_sender",
+                fields=["sender_hash"],
+                name="sms_inbound_pending_sender",
                 condition=Q(processed_at__isnull=True),
             ),
         ]
@@ -232,7 +236,8 @@ class OutboundSms(models.Model):
         indexes = [
             # The worker's outbox: rows still to send (sms.worker.send_outbound).
             models.Index(
-                fields=["next_attempt_at", "id"], name="sms_outbound_pending",
+                fields=["next_attempt_at", "id"],
+                name="sms_outbound_pending",
                 condition=Q(status="pending"),
             ),
         ]

@@ -35,11 +35,15 @@ MAX_PART_LENGTH = 1600
 # never overwrites "delivered" and a repeated callback changes nothing.
 RANK = {
     Status.PENDING: 0,
-    Status.ACCEPTED: 1, Status.SCHEDULED: 1,
+    Status.ACCEPTED: 1,
+    Status.SCHEDULED: 1,
     Status.QUEUED: 2,
     Status.SENDING: 3,
     Status.SENT: 4,
-    Status.DELIVERED: 5, Status.UNDELIVERED: 5, Status.FAILED: 5, Status.CANCELED: 5,
+    Status.DELIVERED: 5,
+    Status.UNDELIVERED: 5,
+    Status.FAILED: 5,
+    Status.CANCELED: 5,
     Status.READ: 6,
 }
 FINAL = {Status.DELIVERED, Status.UNDELIVERED, Status.FAILED, Status.CANCELED, Status.READ}
@@ -47,11 +51,17 @@ FAILED = {Status.UNDELIVERED, Status.FAILED, Status.CANCELED}
 
 # What the advisor sees, per status.
 DELIVERY = {
-    Status.PENDING: "queued", Status.ACCEPTED: "queued", Status.SCHEDULED: "queued",
-    Status.QUEUED: "queued", Status.SENDING: "queued",
+    Status.PENDING: "queued",
+    Status.ACCEPTED: "queued",
+    Status.SCHEDULED: "queued",
+    Status.QUEUED: "queued",
+    Status.SENDING: "queued",
     Status.SENT: "sent",
-    Status.DELIVERED: "delivered", Status.READ: "delivered",
-    Status.UNDELIVERED: "failed", Status.FAILED: "failed", Status.CANCELED: "failed",
+    Status.DELIVERED: "delivered",
+    Status.READ: "delivered",
+    Status.UNDELIVERED: "failed",
+    Status.FAILED: "failed",
+    Status.CANCELED: "failed",
 }
 DELIVERY_ORDER = ["queued", "sent", "delivered"]
 
@@ -95,8 +105,9 @@ def wake_worker() -> None:
 
 
 @receiver(message_posted, dispatch_uid="sms.outbox.queue_answer")
-def queue_answer(sender: Any, conversation: Conversation, message: Message, text: str,
-                 **kwargs: Any) -> None:
+def queue_answer(
+    sender: Any, conversation: Conversation, message: Message, text: str, **kwargs: Any
+) -> None:
     """Write an advisor's answer in an SMS conversation to the outbox, in the transaction that
     stores it (the caller holds it)."""
     if conversation.channel != Channel.SMS or message.sender != Message.Sender.ADVISOR:
@@ -107,13 +118,18 @@ def queue_answer(sender: Any, conversation: Conversation, message: Message, text
     if thread is None:
         raise DomainError("sms_no_number", "This conversation has no number to answer.")
     parts = split_text(text)
-    OutboundSms.objects.bulk_create([
-        OutboundSms(
-            thread=thread, message=message, part=number, parts=len(parts),
-            body=crypto.encrypt(part),
-        )
-        for number, part in enumerate(parts, start=1)
-    ])
+    OutboundSms.objects.bulk_create(
+        [
+            OutboundSms(
+                thread=thread,
+                message=message,
+                part=number,
+                parts=len(parts),
+                body=crypto.encrypt(part),
+            )
+            for number, part in enumerate(parts, start=1)
+        ]
+    )
     # The event `post` returns is built from message.data after this: the console shows the
     # answer as queued from the first frame.
     message.data = {**message.data, "delivery": "queued", "delivery_error": None}
@@ -161,7 +177,8 @@ def refresh_delivery(message_id: int) -> list[dict[str, Any]]:
     """Bring the answer's delivery in its message data up to date with its parts; returns the
     "delivery" event for the console if it changed. Caller holds a transaction."""
     message = (
-        Message.objects.select_for_update(of=("self",)).select_related("conversation")
+        Message.objects.select_for_update(of=("self",))
+        .select_related("conversation")
         .get(pk=message_id)
     )
     rows = OutboundSms.objects.filter(message_id=message_id).only("status", "error_code")
@@ -173,14 +190,16 @@ def refresh_delivery(message_id: int) -> list[dict[str, Any]]:
     if code:
         data["delivery_error_code"] = code
     Message.objects.filter(pk=message_id).update(data=data)
-    return [{
-        "kind": "delivery",
-        "conversation": message.conversation_id,
-        "public_id": str(message.conversation.public_id),
-        "seq": message.seq,
-        "delivery": delivery,
-        "delivery_error": error,
-    }]
+    return [
+        {
+            "kind": "delivery",
+            "conversation": message.conversation_id,
+            "public_id": str(message.conversation.public_id),
+            "seq": message.seq,
+            "delivery": delivery,
+            "delivery_error": error,
+        }
+    ]
 
 
 def schedule_deletion(message_sid: str) -> None:
@@ -195,8 +214,9 @@ def schedule_deletion(message_sid: str) -> None:
     transaction.on_commit(wake_worker)
 
 
-def record_status(row: OutboundSms, new_status: str, error_code: str = "",
-                  twilio_sid: str = "") -> list[dict[str, Any]]:
+def record_status(
+    row: OutboundSms, new_status: str, error_code: str = "", twilio_sid: str = ""
+) -> list[dict[str, Any]]:
     """Twilio says `row` has reached `new_status` (a callback, or the answer to the create
     request). Moves it forward if that is news, schedules its deletion at Twilio once it is
     final, and returns the events to publish. Caller holds a transaction."""

@@ -34,8 +34,10 @@ def _county_of(line_number: str) -> str:
 def _current_thread(sender_hash: str) -> tuple[SmsThread | None, Conversation | None]:
     """The sender's current thread (locked), and its conversation if that is still open."""
     thread = (
-        SmsThread.objects.select_for_update(of=("self",)).select_related("conversation")
-        .filter(current_for=sender_hash).first()
+        SmsThread.objects.select_for_update(of=("self",))
+        .select_related("conversation")
+        .filter(current_for=sender_hash)
+        .first()
     )
     if thread is None:
         return None, None

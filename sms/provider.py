@@ -69,7 +69,9 @@ _clients: dict[tuple, Client] = {}
 def client() -> Client:
     """The twilio SDK client for the configured account (one per configuration)."""
     key = (
-        settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, settings.TWILIO_API_BASE_URL,
+        settings.TWILIO_ACCOUNT_SID,
+        settings.TWILIO_AUTH_TOKEN,
+        settings.TWILIO_API_BASE_URL,
         settings.TWILIO_HTTP_TIMEOUT_SECONDS,
     )
     found = _clients.get(key)
@@ -77,7 +79,8 @@ def client() -> Client:
         timeout = settings.TWILIO_HTTP_TIMEOUT_SECONDS
         http = (
             LocalTwilioHttpClient(settings.TWILIO_API_BASE_URL, timeout=timeout)
-            if settings.TWILIO_API_BASE_URL else TwilioHttpClient(timeout=timeout)
+            if settings.TWILIO_API_BASE_URL
+            else TwilioHttpClient(timeout=timeout)
         )
         found = _clients[key] = Client(
             settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, http_client=http

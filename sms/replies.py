@@ -95,10 +95,34 @@ WEEKDAYS = {
     "en": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
 }
 MONTHS = {
-    "sv": ["januari", "februari", "mars", "april", "maj", "juni", "juli", "augusti",
-           "september", "oktober", "november", "december"],
-    "en": ["January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December"],
+    "sv": [
+        "januari",
+        "februari",
+        "mars",
+        "april",
+        "maj",
+        "juni",
+        "juli",
+        "augusti",
+        "september",
+        "oktober",
+        "november",
+        "december",
+    ],
+    "en": [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ],
 }
 
 
@@ -148,8 +172,9 @@ def texts(kind: str) -> tuple[str, str]:
     return _cached(("texts", kind), compute)
 
 
-def acknowledgement_text(kind: str, county: str, sender_number: str,
-                         now: datetime | None = None) -> str:
+def acknowledgement_text(
+    kind: str, county: str, sender_number: str, now: datetime | None = None
+) -> str:
     now = now or timezone.now()
     language = language_for(sender_number)
     text_sv, text_en = texts(kind)
@@ -158,4 +183,3 @@ def acknowledgement_text(kind: str, county: str, sender_number: str,
         _is_open, opens_at = line_status(county)
         return template.replace("{opens}", _opens_text(opens_at, now, language))
     return template.replace("{wait}", _wait_text(expected_wait_seconds(), language))
-

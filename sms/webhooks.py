@@ -41,8 +41,19 @@ from sms.outbox import FINAL, record_status, schedule_deletion
 PATHS = ("/sms/inbound", "/sms/status")
 # Twilio's message_enum_status: every status a callback can carry.
 TWILIO_STATUSES = {
-    "queued", "sending", "sent", "failed", "delivered", "undelivered", "receiving", "received",
-    "accepted", "scheduled", "read", "partially_delivered", "canceled",
+    "queued",
+    "sending",
+    "sent",
+    "failed",
+    "delivered",
+    "undelivered",
+    "receiving",
+    "received",
+    "accepted",
+    "scheduled",
+    "read",
+    "partially_delivered",
+    "canceled",
 }
 ERROR_CODE = re.compile(r"^[0-9]{1,6}$")
 FORM = "application/x-www-form-urlencoded"
@@ -75,8 +86,11 @@ class Webhook:
         # parse_qsl straight into lists: a QueryDict built field by field costs several times
         # as much, and the webhook is on a hot path (docs/sms.md, "Benchmark").
         fields: dict[str, list[str]] = {}
-        for name, value in parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True,
-                                     max_num_fields=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS):
+        for name, value in parse_qsl(
+            self.body.decode("utf-8", "replace"),
+            keep_blank_values=True,
+            max_num_fields=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS,
+        ):
             fields.setdefault(name, []).append(value)
         return MultiValueDict(fields)
 
@@ -110,9 +124,7 @@ def handle(hook: Webhook) -> Answer:
         return _plain(400, "invalid_form: too many fields.")
     # A JSON webhook is signed over the URL with a hash of the raw body in it (bodySHA256);
     # the validator checks that hash only when it is given the body as a str.
-    params: Any = (
-        hook.body.decode("utf-8", "replace") if "bodySHA256" in hook.query else form
-    )
+    params: Any = hook.body.decode("utf-8", "replace") if "bodySHA256" in hook.query else form
     url = provider.webhook_url(hook.full_path)
     if not provider.signature_is_valid(url, params, hook.signature):
         return _plain(403, "invalid_signature: the X-Twilio-Signature does not match.")

@@ -103,8 +103,13 @@ class LoopPublisher:
 
 
 class Worker:
-    def __init__(self, publish: Publish | None = None, *, poll_seconds: float | None = None,
-                 lease_seconds: int | None = None) -> None:
+    def __init__(
+        self,
+        publish: Publish | None = None,
+        *,
+        poll_seconds: float | None = None,
+        lease_seconds: int | None = None,
+    ) -> None:
         self.publish = publish if publish is not None else default_publish
         self.poll_seconds = POLL_SECONDS if poll_seconds is None else poll_seconds
         self.lease = timedelta(seconds=LEASE_SECONDS if lease_seconds is None else lease_seconds)
@@ -154,14 +159,18 @@ class Worker:
         # Texts from one sender go in order: a later one waits while an earlier one has not
         # been tried (one that keeps failing does not hold the rest up).
         earlier = InboundSms.objects.filter(
-            sender_hash=OuterRef("sender_hash"), processed_at__isnull=True,
-            id__lt=OuterRef("id"), attempts=0,
+            sender_hash=OuterRef("sender_hash"),
+            processed_at__isnull=True,
+            id__lt=OuterRef("id"),
+            attempts=0,
         )
         with transaction.atomic():
             row = (
                 InboundSms.objects.filter(processed_at__isnull=True, next_attempt_at__lte=now)
-                .exclude(Exists(earlier)).order_by("id")
-                .select_for_update(skip_locked=True).first()
+                .exclude(Exists(earlier))
+                .order_by("id")
+                .select_for_update(skip_locked=True)
+                .first()
             )
             if row is None:
                 return False
@@ -172,11 +181,16 @@ class Worker:
                 reason = error.code if isinstance(error, DomainError) else type(error).__name__
                 attempts = row.attempts + 1
                 InboundSms.objects.filter(pk=row.pk).update(
-                    attempts=attempts, last_error=reason[:40],
+                    attempts=attempts,
+                    last_error=reason[:40],
                     next_attempt_at=now + backoff(attempts, *INBOUND_BACKOFF),
                 )
-                logger.warning("inbound text %s not processed (%s), attempt %d; will retry",
-                               row.pk, reason, attempts)
+                logger.warning(
+                    "inbound text %s not processed (%s), attempt %d; will retry",
+                    row.pk,
+                    reason,
+                    attempts,
+                )
                 return True
         self.publish(events)
         return True
@@ -203,14 +217,19 @@ class Worker:
             row = (
                 OutboundSms.objects.filter(status=Status.PENDING, next_attempt_at__lte=now)
                 .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-                .exclude(Exists(earlier)).select_related("thread").order_by("id")
-                .select_for_update(skip_locked=True, of=("self",)).first()
+                .exclude(Exists(earlier))
+                .select_related("thread")
+                .order_by("id")
+                .select_for_update(skip_locked=True, of=("self",))
+                .first()
             )
             if row is None:
                 return None
             token = secrets.token_hex(16)
             OutboundSms.objects.filter(pk=row.pk).update(
-                claimed_until=now + self.lease, claim_token=token, attempts=F("attempts") + 1,
+                claimed_until=now + self.lease,
+                claim_token=token,
+                attempts=F("attempts") + 1,
                 # Kept from an earlier attempt that ended in doubt: the window to search.
                 attempt_started_at=Coalesce(F("attempt_started_at"), Value(now)),
             )
@@ -254,15 +273,18 @@ class Worker:
         except NETWORK_ERRORS as error:
             # No answer (a timeout, a dropped connection): Twilio may have the text.
             return self._retry(row, token, keep_doubt=True, reason=type(error).__name__)
-        return self._accepted(row, token, message.sid, message.status,
-                              str(message.error_code or ""))
+        return self._accepted(
+            row, token, message.sid, message.status, str(message.error_code or "")
+        )
 
-    def _find_sent(self, api: Any, row: OutboundSms, number: str, text: str,
-                   since: datetime) -> tuple[str, str] | None:
+    def _find_sent(
+        self, api: Any, row: OutboundSms, number: str, text: str, since: datetime
+    ) -> tuple[str, str] | None:
         """Did an earlier attempt reach Twilio? Looks for this text to this number, created
         since the attempt began, that no other row of the thread has claimed."""
         known = set(
-            OutboundSms.objects.filter(thread=row.thread).exclude(twilio_sid=None)
+            OutboundSms.objects.filter(thread=row.thread)
+            .exclude(twilio_sid=None)
             .values_list("twilio_sid", flat=True)
         )
         for message in api.messages.list(to=number, limit=50):
@@ -278,8 +300,9 @@ class Worker:
                 return message.sid, message.status
         return None
 
-    def _accepted(self, row: OutboundSms, token: str, sid: str, status: Any,
-                  error_code: str = "") -> list[dict]:
+    def _accepted(
+        self, row: OutboundSms, token: str, sid: str, status: Any, error_code: str = ""
+    ) -> list[dict]:
         status = str(status or "")
         if status not in RANK or status == Status.PENDING:
             status = Status.ACCEPTED
@@ -297,8 +320,12 @@ class Worker:
             failed = OutboundSms.objects.filter(
                 pk=row.pk, claim_token=token, status=Status.PENDING
             ).update(
-                status=Status.FAILED, error_code=code[:20], claimed_until=None, claim_token="",
-                attempt_started_at=None, updated_at=timezone.now(),
+                status=Status.FAILED,
+                error_code=code[:20],
+                claimed_until=None,
+                claim_token="",
+                attempt_started_at=None,
+                updated_at=timezone.now(),
             )
             events = refresh_delivery(row.message_id) if failed else []
         logger.warning("outbound %s failed permanently (%s)", row.pk, code)
@@ -310,12 +337,19 @@ class Worker:
             return self._fail(row, token, "gave_up")
         delay = backoff(attempts, *SEND_BACKOFF)
         OutboundSms.objects.filter(pk=row.pk, claim_token=token, status=Status.PENDING).update(
-            claimed_until=None, claim_token="", next_attempt_at=timezone.now() + delay,
+            claimed_until=None,
+            claim_token="",
+            next_attempt_at=timezone.now() + delay,
             attempt_started_at=F("attempt_started_at") if keep_doubt else None,
             updated_at=timezone.now(),
         )
-        logger.warning("outbound %s not sent (%s), attempt %d; retrying in %d s",
-                       row.pk, reason, attempts, delay.total_seconds())
+        logger.warning(
+            "outbound %s not sent (%s), attempt %d; retrying in %d s",
+            row.pk,
+            reason,
+            attempts,
+            delay.total_seconds(),
+        )
         return []
 
     # --- 3. deletion at Twilio --------------------------------------------------------------
@@ -326,7 +360,9 @@ class Worker:
             row = (
                 TwilioDeletion.objects.filter(due_at__lte=now)
                 .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-                .order_by("due_at", "id").select_for_update(skip_locked=True).first()
+                .order_by("due_at", "id")
+                .select_for_update(skip_locked=True)
+                .first()
             )
             if row is None:
                 return False
@@ -349,13 +385,15 @@ class Worker:
     def _retry_deletion(self, row: TwilioDeletion, reason: str) -> None:
         attempts = row.attempts + 1
         if attempts >= DELETE_MAX_ATTEMPTS:
-            logger.error("deletion %s at Twilio given up after %d attempts (%s)",
-                         row.pk, attempts, reason)
+            logger.error(
+                "deletion %s at Twilio given up after %d attempts (%s)", row.pk, attempts, reason
+            )
             row.delete()
             return
         # 20009: Twilio deletes a text only once it is final; wait at least a minute.
         TwilioDeletion.objects.filter(pk=row.pk).update(
-            claimed_until=None, last_error=reason[:40],
+            claimed_until=None,
+            last_error=reason[:40],
             due_at=timezone.now() + backoff(attempts, *DELETE_BACKOFF),
         )
         logger.info("deletion %s at Twilio not done yet (%s), attempt %d", row.pk, reason, attempts)

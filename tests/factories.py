@@ -21,11 +21,14 @@ PASSWORD = "correct horse battery staple"
 ORIGIN = b"http://127.0.0.1"
 
 
-def make_advisor(username: str, *, capacity: int = 3, languages: list[str] | None = None,
-                 confirmed: bool = True) -> Any:
+def make_advisor(
+    username: str, *, capacity: int = 3, languages: list[str] | None = None, confirmed: bool = True
+) -> Any:
     user = get_user_model().objects.create_user(username, password=PASSWORD, is_staff=True)
     AdvisorProfile.objects.create(
-        user=user, display_name=username.title(), capacity=capacity,
+        user=user,
+        display_name=username.title(),
+        capacity=capacity,
         languages=languages if languages is not None else ["sv", "en"],
     )
     TOTPDevice.objects.create(user=user, name="phone", confirmed=confirmed)
@@ -58,27 +61,28 @@ def application():
 
 
 async def visitor_socket(origin: bytes = ORIGIN) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(
-        application(), "/ws/chat/", headers=[(b"origin", origin)]
-    )
+    communicator = WebsocketCommunicator(application(), "/ws/chat/", headers=[(b"origin", origin)])
     connected, _code = await communicator.connect()
     assert connected
     return communicator
 
 
-async def advisor_socket(user: Any, *, verified: bool = True,
-                         origin: bytes = ORIGIN) -> tuple[WebsocketCommunicator, bool]:
+async def advisor_socket(
+    user: Any, *, verified: bool = True, origin: bytes = ORIGIN
+) -> tuple[WebsocketCommunicator, bool]:
     cookie = await database_sync_to_async(session_cookie)(user, verified=verified)
     communicator = WebsocketCommunicator(
-        application(), "/ws/advisor/",
+        application(),
+        "/ws/advisor/",
         headers=[(b"origin", origin), (b"cookie", cookie.encode())],
     )
     connected, _code = await communicator.connect()
     return communicator, connected
 
 
-async def receive_until(communicator: WebsocketCommunicator, frame_type: str,
-                        timeout: float = 3, **match: Any) -> dict[str, Any]:
+async def receive_until(
+    communicator: WebsocketCommunicator, frame_type: str, timeout: float = 3, **match: Any
+) -> dict[str, Any]:
     """Read frames until one of `frame_type` (matching `match`) arrives; others are skipped."""
     while True:
         frame = json.loads(await communicator.receive_from(timeout=timeout))

@@ -36,7 +36,9 @@ def child_env(**extra: str) -> dict[str, str]:
         password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
         host = db.get("HOST") or "127.0.0.1"
         port = db.get("PORT") or 5432
-        env["DATABASE_URL"] = f"postgres://{user}{password}@{host}:{port}/{connection.settings_dict['NAME']}"
+        env["DATABASE_URL"] = (
+            f"postgres://{user}{password}@{host}:{port}/{connection.settings_dict['NAME']}"
+        )
     else:
         env.pop("DATABASE_URL", None)
         env["SQLITE_PATH"] = str(connection.settings_dict["NAME"])
@@ -82,7 +84,10 @@ class Daphne:
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--port", str(self.port)],
             # A file, not a pipe: a pipe nobody reads would block the server once it is full.
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         wait_for_port(self.port, self.process, log_path=self.log_path)

@@ -114,8 +114,10 @@ def admin_urls(objects: dict[type, Any]) -> list[str]:
     """Every admin page for every registered model (with an object where one is needed),
     from the admin site's own registry."""
     urls = [
-        reverse("admin:index"), reverse("admin:password_change"),
-        reverse("admin:password_change_done"), reverse("admin:jsi18n"),
+        reverse("admin:index"),
+        reverse("admin:password_change"),
+        reverse("admin:password_change_done"),
+        reverse("admin:jsi18n"),
     ]
     app_labels = set()
     for model in admin.site._registry:
@@ -125,8 +127,9 @@ def admin_urls(objects: dict[type, Any]) -> list[str]:
         urls += [reverse(f"{name}_changelist"), reverse(f"{name}_add")]
         obj = objects.get(model)
         if obj is not None:
-            urls += [reverse(f"{name}_{view}", args=[obj.pk])
-                     for view in ("change", "history", "delete")]
+            urls += [
+                reverse(f"{name}_{view}", args=[obj.pk]) for view in ("change", "history", "delete")
+            ]
     urls += [reverse("admin:app_list", args=[label]) for label in sorted(app_labels)]
     user_model = next(m for m in objects if m._meta.model_name == "user")
     urls.append(reverse("admin:auth_user_password_change", args=[objects[user_model].pk]))
@@ -263,8 +266,7 @@ def test_the_admin_sends_its_login_through_the_advisor_login_and_back(supervisor
 
 def test_the_login_ignores_a_next_address_on_another_site(advisor):
     client = english_client()
-    client.post(LOGIN, {"username": "alice", "password": PASSWORD,
-                        "next": "https://evil.example/"})
+    client.post(LOGIN, {"username": "alice", "password": PASSWORD, "next": "https://evil.example/"})
     response = client.post(VERIFY, {"otp_token": totp_now(advisor)})
     assert response["Location"] == CONSOLE
 
@@ -322,8 +324,9 @@ def test_a_new_advisor_enrols_a_device_that_stays_unconfirmed_until_a_right_code
     assert device.confirmed is True
     assert client.get(CONSOLE).status_code == 200
     # O-6: the secret never reaches a log line.
-    assert all(device.key not in r.getMessage() and secret not in r.getMessage()
-               for r in caplog.records)
+    assert all(
+        device.key not in r.getMessage() and secret not in r.getMessage() for r in caplog.records
+    )
 
 
 def test_an_unconfirmed_device_cannot_verify_a_login(db):
@@ -332,8 +335,9 @@ def test_an_unconfirmed_device_cannot_verify_a_login(db):
     client = english_client()
     assert log_in_with_password(client, user)["Location"] == ENROL
     # Posting straight to the verify step with the unconfirmed device and its right code:
-    response = client.post(VERIFY, {"otp_device": device.persistent_id,
-                                     "otp_token": totp_now(user)})
+    response = client.post(
+        VERIFY, {"otp_device": device.persistent_id, "otp_token": totp_now(user)}
+    )
     assert response["Location"] == ENROL
     assert client.get(CONSOLE)["Location"] == ENROL
 
@@ -484,8 +488,9 @@ def test_the_admin_shows_a_conversation_as_metadata_and_events_without_its_conte
 ):
     conversation, token, _events = Conversation.start_web(language="sv", writer="young")
     conversation.take(supervisor)
-    conversation.post(sender=Message.Sender.VISITOR, text="Mitt hemliga meddelande 4711",
-                      client_id="v1")
+    conversation.post(
+        sender=Message.Sender.VISITOR, text="Mitt hemliga meddelande 4711", client_id="v1"
+    )
     conversation.close(supervisor, "advice_given")
     client = english_client()
     log_in_fully(client, supervisor)
@@ -502,8 +507,9 @@ def test_the_admin_shows_a_conversation_as_metadata_and_events_without_its_conte
     listing = client.get(reverse("admin:advice_conversation_changelist")).content.decode()
     assert "hemliga" not in listing and token not in listing
     # Read-only for everyone, the superuser too.
-    response = client.post(reverse("admin:advice_conversation_change", args=[conversation.pk]),
-                           {"status": "waiting"})
+    response = client.post(
+        reverse("admin:advice_conversation_change", args=[conversation.pk]), {"status": "waiting"}
+    )
     assert response.status_code == 403
     conversation.refresh_from_db()
     assert conversation.status == Conversation.Status.CLOSED
@@ -731,8 +737,9 @@ async def test_a_resuming_console_learns_how_a_conversation_ended_while_it_was_a
 
     console, _connected = await connect_with_cookie(cookie)
     await receive_until(console, "hello")
-    await console.send_json_to({"type": "resume",
-                                "conversations": {conversation_id: joined["seq"]}})
+    await console.send_json_to(
+        {"type": "resume", "conversations": {conversation_id: joined["seq"]}}
+    )
     left = await receive_until(console, "message", conversation=conversation_id)
     assert left["event"] == "visitor_left"
     assert left["seq"] == joined["seq"] + 1
@@ -746,13 +753,20 @@ def test_the_console_page_passes_its_settings_as_json_and_has_no_inline_code(adv
     log_in_fully(client, advisor)
     response = client.get(CONSOLE)
     html = response.content.decode()
-    config = json.loads(re.search(
-        r'<script id="console-config" type="application/json">(.*?)</script>', html, re.S
-    ).group(1))
+    config = json.loads(
+        re.search(
+            r'<script id="console-config" type="application/json">(.*?)</script>', html, re.S
+        ).group(1)
+    )
     assert config["socket_path"] == "/ws/advisor/"
     assert config["capacity"] == 3
-    assert set(config["labels"]["outcome"]) == {"advice_given", "social_services", "police",
-                                                "protected_housing", "other"}
+    assert set(config["labels"]["outcome"]) == {
+        "advice_given",
+        "social_services",
+        "police",
+        "protected_housing",
+        "other",
+    }
     assert set(config["labels"]["end_reason"]) == set(Conversation.EndReason.values)
     # No inline script or style: every <script> is either external or a JSON data block.
     for tag in re.findall(r"<script[^>]*>", html):

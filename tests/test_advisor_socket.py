@@ -52,15 +52,23 @@ def public_ids_in_start_order() -> list[str]:
 @database_sync_to_async
 def state_of(public_id: str) -> dict[str, Any]:
     c = Conversation.objects.get(public_id=public_id)
-    return {"status": c.status, "advisor": c.advisor_id, "urgent": c.urgent,
-            "interpreter_needed": c.interpreter_needed,
-            "interpreter_language": c.interpreter_language, "outcome": c.outcome}
+    return {
+        "status": c.status,
+        "advisor": c.advisor_id,
+        "urgent": c.urgent,
+        "interpreter_needed": c.interpreter_needed,
+        "interpreter_language": c.interpreter_language,
+        "outcome": c.outcome,
+    }
 
 
 @database_sync_to_async
 def events_of(public_id: str) -> list[str]:
-    return list(ConversationEvent.objects.filter(conversation__public_id=public_id)
-                .order_by("id").values_list("kind", flat=True))
+    return list(
+        ConversationEvent.objects.filter(conversation__public_id=public_id)
+        .order_by("id")
+        .values_list("kind", flat=True)
+    )
 
 
 async def test_the_console_says_hello_and_shows_the_queue_in_queue_order(advisor):
@@ -71,9 +79,15 @@ async def test_the_console_says_hello_and_shows_the_queue_in_queue_order(advisor
     console, connected = await advisor_socket(advisor)
     assert connected
     hello = json.loads(await console.receive_from())
-    assert hello == {"type": "hello", "advisor": {
-        "id": advisor.pk, "name": "Alice", "capacity": 3, "languages": ["sv", "en"],
-    }}
+    assert hello == {
+        "type": "hello",
+        "advisor": {
+            "id": advisor.pk,
+            "name": "Alice",
+            "capacity": 3,
+            "languages": ["sv", "en"],
+        },
+    }
     queue = await receive_until(console, "queue")
     assert [c["id"] for c in queue["waiting"]] == [second, first]
     assert queue["average_wait_seconds"] == 0
@@ -89,7 +103,8 @@ async def test_the_console_says_hello_and_shows_the_queue_in_queue_order(advisor
 
 
 async def test_taking_a_chosen_conversation_follows_it_and_takes_it_off_every_queue(
-    advisor, other_advisor,
+    advisor,
+    other_advisor,
 ):
     visitor = await start_visitor()
     await visitor.send_json_to({"type": "send", "client_id": "v", "text": "hej"})
@@ -117,8 +132,10 @@ async def test_taking_a_chosen_conversation_follows_it_and_takes_it_off_every_qu
     # Taking it again (Bob, or Alice herself) is refused and changes nothing.
     await bob.send_json_to({"type": "take", "conversation": waiting["id"]})
     assert (await receive_until(bob, "error")) == {
-        "type": "error", "code": "already_taken",
-        "message": "Another advisor has taken this conversation.", "ref": "take",
+        "type": "error",
+        "code": "already_taken",
+        "message": "Another advisor has taken this conversation.",
+        "ref": "take",
     }
     assert (await state_of(waiting["id"]))["advisor"] == advisor.pk
     assert await events_of(waiting["id"]) == ["created", "taken"]
@@ -168,8 +185,8 @@ async def test_an_advisor_cannot_take_more_conversations_than_the_capacity(db):
 
 
 async def test_take_next_takes_urgent_first_then_the_longest_waiting(advisor):
-    await start_visitor()              # 1: waiting longest
-    await start_visitor()              # 2
+    await start_visitor()  # 1: waiting longest
+    await start_visitor()  # 2
     await start_visitor(safe_now="no")  # 3: urgent
     one, two, three = await public_ids_in_start_order()
     console = await console_for(advisor)
@@ -185,9 +202,9 @@ async def test_take_next_takes_urgent_first_then_the_longest_waiting(advisor):
 
 async def test_take_next_prefers_a_language_the_advisor_speaks_without_jumping_an_urgent_one(db):
     dana = await database_sync_to_async(make_advisor)("dana", languages=["sv"])
-    await start_visitor(language="en")                            # 1: waited longest, English
-    await start_visitor(language="sv")                            # 2: Swedish
-    await start_visitor(language="en", safe_now="no")             # 3: urgent, English
+    await start_visitor(language="en")  # 1: waited longest, English
+    await start_visitor(language="sv")  # 2: Swedish
+    await start_visitor(language="en", safe_now="no")  # 3: urgent, English
     one, two, three = await public_ids_in_start_order()
     console = await console_for(dana)
     taken = []
@@ -250,10 +267,14 @@ async def test_the_advisor_sets_and_clears_the_interpreter(advisor):
     await console.send_json_to({"type": "take", "conversation": waiting["id"]})
     await receive_until(console, "conversation")
 
-    await console.send_json_to({
-        "type": "set_interpreter", "conversation": waiting["id"], "needed": True,
-        "language": "fa",
-    })
+    await console.send_json_to(
+        {
+            "type": "set_interpreter",
+            "conversation": waiting["id"],
+            "needed": True,
+            "language": "fa",
+        }
+    )
     summary = (await receive_until(console, "conversation"))["conversation"]
     assert (summary["interpreter_needed"], summary["interpreter_language"]) == (True, "fa")
     # Needed, but in no language: refused, nothing changes.
@@ -263,10 +284,14 @@ async def test_the_advisor_sets_and_clears_the_interpreter(advisor):
     assert (await receive_until(console, "error"))["code"] == "invalid_language"
     assert (await state_of(waiting["id"]))["interpreter_language"] == "fa"
 
-    await console.send_json_to({
-        "type": "set_interpreter", "conversation": waiting["id"], "needed": False,
-        "language": "fa",
-    })
+    await console.send_json_to(
+        {
+            "type": "set_interpreter",
+            "conversation": waiting["id"],
+            "needed": False,
+            "language": "fa",
+        }
+    )
     summary = (await receive_until(console, "conversation"))["conversation"]
     assert (summary["interpreter_needed"], summary["interpreter_language"]) == (False, "")
     assert await events_of(waiting["id"]) == ["created", "taken", "interpreter", "interpreter"]
@@ -275,7 +300,8 @@ async def test_the_advisor_sets_and_clears_the_interpreter(advisor):
 
 
 async def test_the_advisor_closes_with_an_outcome_and_only_their_own_conversation(
-    advisor, other_advisor,
+    advisor,
+    other_advisor,
 ):
     visitor = await start_visitor()
     alice = await console_for(advisor)
@@ -298,13 +324,13 @@ async def test_the_advisor_closes_with_an_outcome_and_only_their_own_conversatio
     assert (await receive_until(alice, "message", event="closed"))["from"] == "system"
     summary = (await receive_until(alice, "conversation"))["conversation"]
     assert (summary["status"], summary["outcome"], summary["end_reason"]) == (
-        "closed", "protected_housing", "advisor_closed",
+        "closed",
+        "protected_housing",
+        "advisor_closed",
     )
     await receive_until(visitor, "state", status="closed")
     # Closed is final: no second close, no more texts.
-    await alice.send_json_to(
-        {"type": "close", "conversation": waiting["id"], "outcome": "other"}
-    )
+    await alice.send_json_to({"type": "close", "conversation": waiting["id"], "outcome": "other"})
     assert (await receive_until(alice, "error"))["code"] == "not_your_conversation"
     await alice.send_json_to(
         {"type": "send", "conversation": waiting["id"], "client_id": "x", "text": "hallå"}
@@ -345,7 +371,8 @@ async def test_a_reconnecting_console_resumes_each_conversation_from_its_last_se
 
 
 async def test_naming_another_advisors_conversation_in_resume_follows_nothing(
-    advisor, other_advisor,
+    advisor,
+    other_advisor,
 ):
     visitor = await start_visitor()
     alice = await console_for(advisor)
@@ -364,4 +391,3 @@ async def test_naming_another_advisors_conversation_in_resume_follows_nothing(
     assert not [f for f in await drain(bob) if f["type"] != "queue"]
     for socket in (visitor, alice, bob):
         await socket.disconnect()
-

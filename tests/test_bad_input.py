@@ -40,8 +40,15 @@ def database_state() -> tuple:
         ConversationEvent.objects.count(),
         sorted(
             Conversation.objects.values_list(
-                "id", "status", "advisor_id", "urgent", "interpreter_needed",
-                "interpreter_language", "outcome", "last_seq", "ended_at",
+                "id",
+                "status",
+                "advisor_id",
+                "urgent",
+                "interpreter_needed",
+                "interpreter_language",
+                "outcome",
+                "last_seq",
+                "ended_at",
             )
         ),
         sorted(Message.objects.values_list("id", "seq", "body", "client_id")),
@@ -51,8 +58,9 @@ def database_state() -> tuple:
 snapshot = database_sync_to_async(database_state)
 
 
-async def send_raw(communicator: WebsocketCommunicator, text: str | None = None,
-                   data: bytes | None = None) -> None:
+async def send_raw(
+    communicator: WebsocketCommunicator, text: str | None = None, data: bytes | None = None
+) -> None:
     """Any frame, including an empty one (which WebsocketCommunicator.send_to refuses)."""
     if data is not None:
         await communicator.send_input({"type": "websocket.receive", "bytes": data})
@@ -83,9 +91,14 @@ def assert_well_formed(frame: Any) -> None:
         assert frame["message"]
 
 
-async def expect_error(communicator: WebsocketCommunicator, code: str, *,
-                       text: str | None = None, data: bytes | None = None,
-                       frame: Any = ...) -> dict[str, Any]:
+async def expect_error(
+    communicator: WebsocketCommunicator,
+    code: str,
+    *,
+    text: str | None = None,
+    data: bytes | None = None,
+    frame: Any = ...,
+) -> dict[str, Any]:
     """Send one bad frame; exactly one error with `code` comes back and the database is
     untouched."""
     before = await snapshot()
@@ -123,27 +136,48 @@ VISITOR_CASES = [
     ("a numeric type", {"frame": {"type": 7}}, "invalid_frame"),
     ("an unknown type", {"frame": {"type": "take"}}, "unknown_type"),
     ("a binary frame", {"data": b'{"type":"ping"}'}, "invalid_frame"),
-    ("a huge frame", {"text": json.dumps({"type": "send", "text": "x" * 70_000})},
-     "frame_too_large"),
+    (
+        "a huge frame",
+        {"text": json.dumps({"type": "send", "text": "x" * 70_000})},
+        "frame_too_large",
+    ),
     ("no text", {"frame": {"type": "send", "client_id": "a"}}, "missing_field"),
     ("text as a number", {"frame": {"type": "send", "text": 5}}, "invalid_field"),
     ("an empty text", {"frame": {"type": "send", "text": ""}}, "empty_message"),
     ("only spaces", {"frame": {"type": "send", "text": " \n\t "}}, "empty_message"),
     ("over 4,000 characters", {"frame": {"type": "send", "text": TOO_LONG}}, "message_too_long"),
-    ("a client id as a number", {"frame": {"type": "send", "text": "a", "client_id": 1}},
-     "invalid_field"),
-    ("a client id too long", {"frame": {"type": "send", "text": "a", "client_id": "c" * 65}},
-     "invalid_field"),
+    (
+        "a client id as a number",
+        {"frame": {"type": "send", "text": "a", "client_id": 1}},
+        "invalid_field",
+    ),
+    (
+        "a client id too long",
+        {"frame": {"type": "send", "text": "a", "client_id": "c" * 65}},
+        "invalid_field",
+    ),
     ("start twice", {"frame": START}, "already_started"),
     # Found by these tests: both crashed the socket before the fix in advice/sockets.py.
-    ("half a surrogate pair in the text", {"text": '{"type":"send","text":"h\\ud800j"}'},
-     "invalid_frame"),
-    ("half a surrogate pair in a client id",
-     {"text": '{"type":"send","text":"a","client_id":"\\udfff"}'}, "invalid_frame"),
-    ("a NUL in a client id", {"frame": {"type": "send", "text": "a", "client_id": "a\x00b"}},
-     "invalid_field"),
-    ("a control character in a client id",
-     {"frame": {"type": "send", "text": "a", "client_id": "a\nb"}}, "invalid_field"),
+    (
+        "half a surrogate pair in the text",
+        {"text": '{"type":"send","text":"h\\ud800j"}'},
+        "invalid_frame",
+    ),
+    (
+        "half a surrogate pair in a client id",
+        {"text": '{"type":"send","text":"a","client_id":"\\udfff"}'},
+        "invalid_frame",
+    ),
+    (
+        "a NUL in a client id",
+        {"frame": {"type": "send", "text": "a", "client_id": "a\x00b"}},
+        "invalid_field",
+    ),
+    (
+        "a control character in a client id",
+        {"frame": {"type": "send", "text": "a", "client_id": "a\nb"}},
+        "invalid_field",
+    ),
 ]
 
 
@@ -169,8 +203,11 @@ START_CASES = [
     ("safe_now as a bool", {"safe_now": False}, "invalid_field"),
     ("interpreter_needed as a string", {"interpreter_needed": "yes"}, "invalid_field"),
     ("an interpreter with no language", {"interpreter_needed": True}, "missing_field"),
-    ("an interpreter language not on the list",
-     {"interpreter_needed": True, "interpreter_language": "klingon"}, "invalid_field"),
+    (
+        "an interpreter language not on the list",
+        {"interpreter_needed": True, "interpreter_language": "klingon"},
+        "invalid_field",
+    ),
 ]
 
 
@@ -284,10 +321,14 @@ async def test_bad_advisor_frames_get_a_typed_error_and_change_nothing(advisor, 
         ({"type": "mark_urgent", "conversation": waiting, "urgent": "yes"}, "invalid_field"),
         ({"type": "set_interpreter", "conversation": mine}, "missing_field"),
         ({"type": "set_interpreter", "conversation": mine, "needed": 1}, "invalid_field"),
-        ({"type": "set_interpreter", "conversation": mine, "needed": True, "language": "xx"},
-         "invalid_field"),
-        ({"type": "set_interpreter", "conversation": waiting, "needed": False},
-         "not_your_conversation"),
+        (
+            {"type": "set_interpreter", "conversation": mine, "needed": True, "language": "xx"},
+            "invalid_field",
+        ),
+        (
+            {"type": "set_interpreter", "conversation": waiting, "needed": False},
+            "not_your_conversation",
+        ),
         ({"type": "close", "conversation": mine}, "missing_field"),
         ({"type": "close", "conversation": mine, "outcome": "solved"}, "invalid_field"),
         ({"type": "close", "conversation": waiting, "outcome": "other"}, "not_your_conversation"),
@@ -303,8 +344,11 @@ async def test_bad_advisor_frames_get_a_typed_error_and_change_nothing(advisor, 
             console, _connected = await advisor_socket(advisor)
         await expect_error(console, code, frame=frame)
     # Another advisor cannot close, write into, or take Alice's conversation either.
-    await expect_error(rival, "not_your_conversation",
-                       frame={"type": "close", "conversation": mine, "outcome": "other"})
+    await expect_error(
+        rival,
+        "not_your_conversation",
+        frame={"type": "close", "conversation": mine, "outcome": "other"},
+    )
     await expect_error(rival, "already_taken", frame={"type": "take", "conversation": mine})
     for socket in (console, rival):
         await socket.disconnect()
@@ -343,7 +387,8 @@ async def test_a_socket_from_another_origin_or_none_is_refused(advisor, route, o
 async def test_a_socket_from_the_services_own_origin_is_accepted(advisor, route):
     cookie = await database_sync_to_async(session_cookie)(advisor)
     communicator = WebsocketCommunicator(
-        application(), route,
+        application(),
+        route,
         headers=[(b"origin", b"http://127.0.0.1"), (b"cookie", cookie.encode())],
     )
     connected, _code = await communicator.connect()
@@ -387,28 +432,63 @@ async def test_a_burst_over_the_rate_limit_is_refused_with_rate_limited_and_stor
 # with an error must leave the database as it was.
 
 FIELD_NAMES = [
-    "type", "text", "client_id", "token", "last_seq", "conversation", "conversations",
-    "language", "writer", "county", "safe_now", "interpreter_needed", "interpreter_language",
-    "urgent", "needed", "outcome",
+    "type",
+    "text",
+    "client_id",
+    "token",
+    "last_seq",
+    "conversation",
+    "conversations",
+    "language",
+    "writer",
+    "county",
+    "safe_now",
+    "interpreter_needed",
+    "interpreter_language",
+    "urgent",
+    "needed",
+    "outcome",
 ]
 
 json_scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True)
     | st.text(max_size=20)
     | st.sampled_from(["", " ", "sv", "en", "young", "no", "other", "ar", "AB", "x" * 4001])
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 # What a plain text strategy rarely or never draws: NUL and other control characters, half
 # surrogate pairs, separators, emoji, numbers past 64 bits.
-odd_values = st.sampled_from([
-    "\x00", "a\x00b", "\ud800", "x\udfffy", "\n", "\u2028", "😀", "\ufeff", "\u202e", 2**63,
-    -(2**63) - 1, 10**30, -1, 1.5, float("inf"), float("nan"), [], {},
-]) | st.text(alphabet=st.characters(categories=["Cs", "Cc"]), min_size=1, max_size=8)
+odd_values = st.sampled_from(
+    [
+        "\x00",
+        "a\x00b",
+        "\ud800",
+        "x\udfffy",
+        "\n",
+        "\u2028",
+        "😀",
+        "\ufeff",
+        "\u202e",
+        2**63,
+        -(2**63) - 1,
+        10**30,
+        -1,
+        1.5,
+        float("inf"),
+        float("nan"),
+        [],
+        {},
+    ]
+) | st.text(alphabet=st.characters(categories=["Cs", "Cc"]), min_size=1, max_size=8)
 # Text as a client may send it: usually plain, sometimes with anything Unicode allows in JSON.
 # (Surrogates, control and format characters, separators, private use.)
 odd_characters = st.characters(categories=["Cs", "Cc", "Cf", "Zl", "Zp", "Co"])
@@ -443,17 +523,22 @@ def fuzzed(valid_frames: st.SearchStrategy) -> st.SearchStrategy:
 def visitor_frames(token: str) -> st.SearchStrategy:
     return st.one_of(
         st.fixed_dictionaries(
-            {"type": st.just("start"), "language": st.sampled_from(["sv", "en"]),
-             "writer": st.sampled_from(["young", "professional", "other"])},
-            optional={"safe_now": st.sampled_from(["", "yes", "no", "unknown"]),
-                      "county": st.sampled_from(["", "AB", "BD"]),
-                      "interpreter_needed": st.booleans(),
-                      "interpreter_language": st.sampled_from(["", "ar", "so"])},
+            {
+                "type": st.just("start"),
+                "language": st.sampled_from(["sv", "en"]),
+                "writer": st.sampled_from(["young", "professional", "other"]),
+            },
+            optional={
+                "safe_now": st.sampled_from(["", "yes", "no", "unknown"]),
+                "county": st.sampled_from(["", "AB", "BD"]),
+                "interpreter_needed": st.booleans(),
+                "interpreter_language": st.sampled_from(["", "ar", "so"]),
+            },
         ),
-        st.fixed_dictionaries({"type": st.just("resume"), "token": st.just(token),
-                               "last_seq": st.integers(0, 5)}),
-        st.fixed_dictionaries({"type": st.just("send"), "client_id": any_text,
-                               "text": any_text}),
+        st.fixed_dictionaries(
+            {"type": st.just("resume"), "token": st.just(token), "last_seq": st.integers(0, 5)}
+        ),
+        st.fixed_dictionaries({"type": st.just("send"), "client_id": any_text, "text": any_text}),
         st.sampled_from([{"type": "typing"}, {"type": "leave"}, {"type": "ping"}]),
     )
 
@@ -461,19 +546,32 @@ def visitor_frames(token: str) -> st.SearchStrategy:
 def advisor_frames(mine: str, waiting: str) -> st.SearchStrategy:
     ids = st.sampled_from([mine, waiting])
     return st.one_of(
-        st.fixed_dictionaries({"type": st.just("resume"),
-                               "conversations": st.dictionaries(ids, st.integers(0, 5))}),
+        st.fixed_dictionaries(
+            {"type": st.just("resume"), "conversations": st.dictionaries(ids, st.integers(0, 5))}
+        ),
         st.fixed_dictionaries({"type": st.sampled_from(["take", "typing"]), "conversation": ids}),
         st.just({"type": "take_next"}),
-        st.fixed_dictionaries({"type": st.just("send"), "conversation": ids,
-                               "client_id": any_text, "text": any_text}),
-        st.fixed_dictionaries({"type": st.just("mark_urgent"), "conversation": ids,
-                               "urgent": st.booleans()}),
-        st.fixed_dictionaries({"type": st.just("set_interpreter"), "conversation": ids,
-                               "needed": st.booleans(),
-                               "language": st.sampled_from(["", "ar", "ti"])}),
-        st.fixed_dictionaries({"type": st.just("close"), "conversation": ids,
-                               "outcome": st.sampled_from(["advice_given", "other"])}),
+        st.fixed_dictionaries(
+            {"type": st.just("send"), "conversation": ids, "client_id": any_text, "text": any_text}
+        ),
+        st.fixed_dictionaries(
+            {"type": st.just("mark_urgent"), "conversation": ids, "urgent": st.booleans()}
+        ),
+        st.fixed_dictionaries(
+            {
+                "type": st.just("set_interpreter"),
+                "conversation": ids,
+                "needed": st.booleans(),
+                "language": st.sampled_from(["", "ar", "ti"]),
+            }
+        ),
+        st.fixed_dictionaries(
+            {
+                "type": st.just("close"),
+                "conversation": ids,
+                "outcome": st.sampled_from(["advice_given", "other"]),
+            }
+        ),
         st.just({"type": "ping"}),
     )
 
@@ -496,7 +594,8 @@ async def fuzz_one(communicator: WebsocketCommunicator, raw: str) -> None:
 
 def fuzz(examples: int):
     return settings(
-        max_examples=examples, deadline=None,
+        max_examples=examples,
+        deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
 
@@ -504,7 +603,8 @@ def fuzz(examples: int):
 @fuzz(80)
 @given(data=st.data())
 async def test_fuzzed_visitor_frames_get_well_formed_replies_and_refused_ones_write_nothing(
-    transactional_db, data,
+    transactional_db,
+    data,
 ):
     @database_sync_to_async
     def fresh_conversation() -> str:
@@ -529,7 +629,8 @@ def tireless_advisor(transactional_db) -> Any:
 @fuzz(60)
 @given(data=st.data())
 async def test_fuzzed_advisor_frames_get_well_formed_replies_and_refused_ones_write_nothing(
-    tireless_advisor, data,
+    tireless_advisor,
+    data,
 ):
     advisor = tireless_advisor
 

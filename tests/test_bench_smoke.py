@@ -18,32 +18,64 @@ from tests.live import ROOT
 
 pytestmark = [
     pytest.mark.server,
-    pytest.mark.skipif(not settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
-                       or "Redis" not in settings.CHANNEL_LAYERS["default"]["BACKEND"],
-                       reason="the benchmark runs on PostgreSQL and Redis (DATABASE_URL, "
-                              "REDIS_URL)"),
+    pytest.mark.skipif(
+        not settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+        or "Redis" not in settings.CHANNEL_LAYERS["default"]["BACKEND"],
+        reason="the benchmark runs on PostgreSQL and Redis (DATABASE_URL, REDIS_URL)",
+    ),
 ]
 
 COMMON = {"scenario", "processes", "sockets", "connect_failures"}
 EXPECTED = {
-    "steady": COMMON | {"offered_rate", "delivered", "lost", "duplicated", "p50_ms", "p99_ms",
-                        "max_ms", "relay_p50_ms", "relay_p99_ms"},
+    "steady": COMMON
+    | {
+        "offered_rate",
+        "delivered",
+        "lost",
+        "duplicated",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "relay_p50_ms",
+        "relay_p99_ms",
+    },
     "surge": COMMON | {"takes", "take_p99_ms", "places_right_p99_ms", "places_never_right"},
-    "failover": COMMON | {"offered_rate", "delivered", "lost", "duplicated", "all_resumed_s",
-                          "clients_on_killed_process", "clients_resumed"},
+    "failover": COMMON
+    | {
+        "offered_rate",
+        "delivered",
+        "lost",
+        "duplicated",
+        "all_resumed_s",
+        "clients_on_killed_process",
+        "clients_resumed",
+    },
     "memory": COMMON | {"kb_per_idle_socket"},
 }
 
 
 def test_the_benchmark_runs_every_scenario_in_seconds_and_loses_nothing(tmp_path, db):
     server = settings.DATABASES["default"]
-    database_url = urlunsplit(urlsplit(os.environ["DATABASE_URL"])._replace(
-        path="/" + server["NAME"]))
+    database_url = urlunsplit(
+        urlsplit(os.environ["DATABASE_URL"])._replace(path="/" + server["NAME"])
+    )
     output = tmp_path / "bench.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--no-pin",
-         "--database", f"{connection.settings_dict['NAME']}_bench", "--output", str(output)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            "--no-pin",
+            "--database",
+            f"{connection.settings_dict['NAME']}_bench",
+            "--output",
+            str(output),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "DATABASE_URL": database_url},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -60,8 +92,11 @@ def test_the_benchmark_runs_every_scenario_in_seconds_and_loses_nothing(tmp_path
         assert line["lost"] == 0 and line["duplicated"] == 0, line
         assert line["delivered"] == line["sent"], line
     assert by_scenario["steady"]["relay_lost"] == 0
-    assert by_scenario["failover"]["clients_resumed"] == (
-        by_scenario["failover"]["clients_on_killed_process"]) > 0
+    assert (
+        by_scenario["failover"]["clients_resumed"]
+        == (by_scenario["failover"]["clients_on_killed_process"])
+        > 0
+    )
     assert by_scenario["surge"]["places_never_right"] == 0
     assert by_scenario["surge"]["takes"] > 0
     assert by_scenario["memory"]["kb_per_idle_socket"] > 0

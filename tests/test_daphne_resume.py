@@ -24,7 +24,9 @@ async def open_visitor(server) -> ClientConnection:
 async def open_console(server, user) -> ClientConnection:
     cookie = await database_sync_to_async(session_cookie)(user)
     return await connect(
-        f"{server.ws_url}/ws/advisor/", origin=server.url, compression=None,
+        f"{server.ws_url}/ws/advisor/",
+        origin=server.url,
+        compression=None,
         additional_headers=[("Cookie", cookie)],
     )
 
@@ -52,8 +54,9 @@ def drop(ws: ClientConnection) -> None:
     ws.transport.abort()
 
 
-async def conversation_between(server, advisor) -> tuple[ClientConnection, str, ClientConnection,
-                                                         str]:
+async def conversation_between(
+    server, advisor
+) -> tuple[ClientConnection, str, ClientConnection, str]:
     visitor = await open_visitor(server)
     await visitor.send(json.dumps(START))
     token = (await next_frame(visitor, "started"))["token"]
@@ -66,11 +69,17 @@ async def conversation_between(server, advisor) -> tuple[ClientConnection, str, 
     return visitor, token, console, public_id
 
 
-async def advisor_says(console: ClientConnection, public_id: str, client_id: str,
-                       text: str) -> int:
-    await console.send(json.dumps({
-        "type": "send", "conversation": public_id, "client_id": client_id, "text": text,
-    }))
+async def advisor_says(console: ClientConnection, public_id: str, client_id: str, text: str) -> int:
+    await console.send(
+        json.dumps(
+            {
+                "type": "send",
+                "conversation": public_id,
+                "client_id": client_id,
+                "text": text,
+            }
+        )
+    )
     return (await next_frame(console, "ack", client_id=client_id))["seq"]
 
 
@@ -80,7 +89,8 @@ def stored_texts() -> list[tuple[int, str, str]]:
 
 
 async def test_a_dropped_visitor_resumes_with_its_last_seq_and_gets_exactly_what_it_missed(
-    daphne_server, advisor,
+    daphne_server,
+    advisor,
 ):
     visitor, token, console, public_id = await conversation_between(daphne_server, advisor)
 
@@ -93,8 +103,9 @@ async def test_a_dropped_visitor_resumes_with_its_last_seq_and_gets_exactly_what
 
     # The visitor's connection drops; the advisor goes on writing meanwhile.
     drop(visitor)
-    missed = [await advisor_says(console, public_id, f"a-{n}", f"Är du kvar? {n}")
-              for n in range(2, 5)]
+    missed = [
+        await advisor_says(console, public_id, f"a-{n}", f"Är du kvar? {n}") for n in range(2, 5)
+    ]
     assert missed == [4, 5, 6]
 
     again = await open_visitor(daphne_server)
@@ -103,7 +114,9 @@ async def test_a_dropped_visitor_resumes_with_its_last_seq_and_gets_exactly_what
     assert frames[0] == {"type": "state", "status": "active"}
     messages = [f for f in frames if f["type"] == "message"]
     assert [(m["seq"], m["text"]) for m in messages] == [
-        (4, "Är du kvar? 2"), (5, "Är du kvar? 3"), (6, "Är du kvar? 4"),
+        (4, "Är du kvar? 2"),
+        (5, "Är du kvar? 3"),
+        (6, "Är du kvar? 4"),
     ]
 
     # And the conversation goes on, both ways, with nothing repeated.
@@ -118,7 +131,8 @@ async def test_a_dropped_visitor_resumes_with_its_last_seq_and_gets_exactly_what
 
 
 async def test_a_text_sent_as_the_connection_failed_and_sent_again_is_delivered_once(
-    daphne_server, advisor,
+    daphne_server,
+    advisor,
 ):
     visitor, token, console, _public_id = await conversation_between(daphne_server, advisor)
 

@@ -41,6 +41,7 @@ def _no_pooled_connection_left_behind():
 
 # --- helpers -----------------------------------------------------------------------------------
 
+
 async def interpreter_socket() -> WebsocketCommunicator:
     communicator = WebsocketCommunicator(
         application(), "/ws/interpreter/", headers=[(b"origin", ORIGIN)]
@@ -114,14 +115,17 @@ async def say(sender, text, conversation=None, client_id="x"):
 def kinds(conversation_id) -> list[str]:
     return list(
         ConversationEvent.objects.filter(conversation__public_id=conversation_id)
-        .order_by("id").values_list("kind", flat=True)
+        .order_by("id")
+        .values_list("kind", flat=True)
     )
 
 
 def stream_events(conversation_id) -> list[str]:
     return list(
         Message.objects.filter(conversation__public_id=conversation_id)
-        .exclude(event="").order_by("seq").values_list("event", flat=True)
+        .exclude(event="")
+        .order_by("seq")
+        .values_list("event", flat=True)
     )
 
 
@@ -131,6 +135,7 @@ async def close_all(*communicators):
 
 
 # --- the invitation ----------------------------------------------------------------------------
+
 
 async def test_the_advisor_gets_a_link_whose_secret_is_stored_only_as_a_hash(advisor):
     visitor, console, conversation = await live_chat(advisor)
@@ -193,8 +198,9 @@ async def test_the_visitor_is_asked_and_a_yes_lets_the_interpreter_in(advisor):
     ack = await say(interpreter, "Tolkens ord.", client_id="i1")
     from_interpreter = await receive_until(visitor, "message", **{"from": "interpreter"})
     assert from_interpreter["text"] == "Tolkens ord." and from_interpreter["seq"] == ack["seq"]
-    on_console = await receive_until(console, "message", conversation=conversation,
-                                     **{"from": "interpreter"})
+    on_console = await receive_until(
+        console, "message", conversation=conversation, **{"from": "interpreter"}
+    )
     assert on_console["text"] == "Tolkens ord." and "advisor" not in on_console
     await close_all(visitor, console, interpreter)
 
@@ -231,8 +237,9 @@ async def test_a_no_keeps_the_interpreter_out_and_the_advisor_is_told(advisor):
     state = await receive_until(interpreter, "state")
     assert state["status"] == "refused"
     assert (await interpreter.receive_output(timeout=2))["type"] == "websocket.close"
-    told = await receive_until(console, "message", conversation=conversation,
-                               event="interpreter_refused")
+    told = await receive_until(
+        console, "message", conversation=conversation, event="interpreter_refused"
+    )
     assert "text" not in told
     status = await receive_until(console, "interpreter", conversation=conversation)
     while status["invitation"]["status"] != "refused":
@@ -314,8 +321,9 @@ async def test_the_interpreter_can_leave(advisor):
 
 async def test_the_conversation_ending_ends_the_interpreters_part(advisor):
     visitor, console, interpreter, conversation, token = await joined(advisor)
-    await console.send_json_to({"type": "close", "conversation": conversation,
-                                "outcome": "advice_given"})
+    await console.send_json_to(
+        {"type": "close", "conversation": conversation, "outcome": "advice_given"}
+    )
     await receive_until(interpreter, "state", status="ended")
     again = await interpreter_socket()
     await again.send_json_to({"type": "resume", "token": token, "last_seq": 0})
@@ -343,6 +351,7 @@ async def test_a_dropped_interpreter_resumes_with_the_token_and_gets_exactly_wha
 
 # --- sharing ----------------------------------------------------------------------------------
 
+
 async def test_the_advisor_shares_the_earlier_conversation_with_one_action(advisor):
     visitor, console, conversation = await live_chat(advisor)
     first = await say(visitor, "Första.", client_id="v1")
@@ -354,8 +363,13 @@ async def test_the_advisor_shares_the_earlier_conversation_with_one_action(advis
     await receive_until(interpreter, "state", status="joined")
 
     # From a point: the second text on.
-    await console.send_json_to({"type": "share_with_interpreter", "conversation": conversation,
-                                "from_seq": first["seq"] + 1})
+    await console.send_json_to(
+        {
+            "type": "share_with_interpreter",
+            "conversation": conversation,
+            "from_seq": first["seq"] + 1,
+        }
+    )
     history = await receive_until(interpreter, "history")
     assert [m.get("text") for m in history["messages"] if "text" in m] == ["Andra."]
     await receive_until(visitor, "message", event="interpreter_shared")
@@ -373,14 +387,18 @@ async def test_the_advisor_shares_the_earlier_conversation_with_one_action(advis
     again = await receive_until(back, "history")
     assert [m["text"] for m in again["messages"] if "text" in m] == ["Första.", "Andra."]
     shares = await database_sync_to_async(
-        lambda: list(ConversationEvent.objects.filter(kind="interpreter_shared")
-                     .values_list("data", flat=True))
+        lambda: list(
+            ConversationEvent.objects.filter(kind="interpreter_shared").values_list(
+                "data", flat=True
+            )
+        )
     )()
     assert [d["from_seq"] for d in shares] == [first["seq"] + 1, 1]
     await close_all(visitor, console, back)
 
 
 # --- the record -------------------------------------------------------------------------------
+
 
 async def test_every_invitation_join_and_leave_is_on_the_record(advisor):
     visitor, console, interpreter, conversation, _token = await joined(advisor)
@@ -394,13 +412,26 @@ async def test_every_invitation_join_and_leave_is_on_the_record(advisor):
 
     recorded = await database_sync_to_async(kinds)(conversation)
     assert [k for k in recorded if k.startswith("interpreter")] == [
-        "interpreter_invited", "interpreter_waiting", "interpreter_joined", "interpreter_left",
-        "interpreter_invited", "interpreter_waiting", "interpreter_refused",
+        "interpreter_invited",
+        "interpreter_waiting",
+        "interpreter_joined",
+        "interpreter_left",
+        "interpreter_invited",
+        "interpreter_waiting",
+        "interpreter_refused",
     ]
-    assert [e for e in await database_sync_to_async(stream_events)(conversation)
-            if e.startswith("interpreter")] == [
-        "interpreter_invited", "interpreter_waiting", "interpreter_joined", "interpreter_left",
-        "interpreter_invited", "interpreter_waiting", "interpreter_refused",
+    assert [
+        e
+        for e in await database_sync_to_async(stream_events)(conversation)
+        if e.startswith("interpreter")
+    ] == [
+        "interpreter_invited",
+        "interpreter_waiting",
+        "interpreter_joined",
+        "interpreter_left",
+        "interpreter_invited",
+        "interpreter_waiting",
+        "interpreter_refused",
     ]
     await close_all(visitor, console)
 
@@ -419,16 +450,20 @@ async def test_the_interpreter_never_gets_the_queue_or_another_conversation(advi
 
 # --- bad input ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("frame", "code"), [
-    ({"type": "join"}, "missing_field"),
-    ({"type": "join", "key": 42}, "invalid_field"),
-    ({"type": "join", "key": "x" * 200}, "invalid_field"),
-    ({"type": "join", "key": "not-a-link-secret"}, "invalid_link"),
-    ({"type": "resume", "token": "nope"}, "invalid_token"),
-    ({"type": "send", "text": "hej"}, "not_in_conversation"),
-    ({"type": "leave"}, "no_invitation"),
-    ({"type": "take_next"}, "unknown_type"),
-])
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"type": "join"}, "missing_field"),
+        ({"type": "join", "key": 42}, "invalid_field"),
+        ({"type": "join", "key": "x" * 200}, "invalid_field"),
+        ({"type": "join", "key": "not-a-link-secret"}, "invalid_link"),
+        ({"type": "resume", "token": "nope"}, "invalid_token"),
+        ({"type": "send", "text": "hej"}, "not_in_conversation"),
+        ({"type": "leave"}, "no_invitation"),
+        ({"type": "take_next"}, "unknown_type"),
+    ],
+)
 async def test_bad_interpreter_frames_get_a_typed_error(frame, code):
     interpreter = await interpreter_socket()
     await interpreter.send_json_to(frame)
@@ -452,8 +487,9 @@ async def test_bad_advisor_requests_are_refused_and_change_nothing(advisor, othe
     assert (await receive_until(console, "error"))["code"] == "interpreter_already_invited"
     await console.send_json_to({"type": "share_with_interpreter", "conversation": conversation})
     assert (await receive_until(console, "error"))["code"] == "no_interpreter"
-    await console.send_json_to({"type": "share_with_interpreter", "conversation": conversation,
-                                "from_seq": "1"})
+    await console.send_json_to(
+        {"type": "share_with_interpreter", "conversation": conversation, "from_seq": "1"}
+    )
     assert (await receive_until(console, "error"))["code"] == "invalid_field"
 
     stranger, _ = await advisor_socket(other_advisor)
@@ -475,8 +511,9 @@ async def test_an_interpreter_can_join_web_chats_only(advisor):
         channel="sms", status="active", advisor=advisor, taken_at=timezone.now()
     )
     console, _ = await advisor_socket(advisor)
-    await console.send_json_to({"type": "invite_interpreter",
-                                "conversation": str(conversation.public_id)})
+    await console.send_json_to(
+        {"type": "invite_interpreter", "conversation": str(conversation.public_id)}
+    )
     assert (await receive_until(console, "error"))["code"] == "interpreter_web_only"
     await console.disconnect()
 
@@ -500,19 +537,25 @@ async def test_the_interpreter_page_loads_without_the_secret_reaching_the_server
     body = response.content.decode()
     assert 'id="interpreter-config"' in body
     assert "<script>" not in body and "style=" not in body
-    assert response["Cache-Control"].startswith("max-age=0") or "no-store" in response[
-        "Cache-Control"
-    ]
+    assert (
+        response["Cache-Control"].startswith("max-age=0") or "no-store" in response["Cache-Control"]
+    )
 
 
 # --- the visitor's wishes, the queue, and "the next one" ---------------------------------------
 
+
 async def test_the_visitors_interpreter_wishes_show_as_flags_in_the_queue(advisor):
     visitor = await visitor_socket()
-    await visitor.send_json_to({
-        **START, "interpreter_needed": True, "interpreter_language": "ar",
-        "interpreter_outside_community": True, "interpreter_gender": "woman",
-    })
+    await visitor.send_json_to(
+        {
+            **START,
+            "interpreter_needed": True,
+            "interpreter_language": "ar",
+            "interpreter_outside_community": True,
+            "interpreter_gender": "woman",
+        }
+    )
     await receive_until(visitor, "started")
     console, _ = await advisor_socket(advisor)
     (summary,) = (await receive_until(console, "queue"))["waiting"]
@@ -527,13 +570,28 @@ async def test_the_visitors_interpreter_wishes_show_as_flags_in_the_queue(adviso
     await close_all(visitor, console)
 
 
-@pytest.mark.parametrize(("extra", "code"), [
-    ({"interpreter_needed": True, "interpreter_language": "ar", "interpreter_gender": "other"},
-     "invalid_field"),
-    ({"interpreter_needed": True, "interpreter_language": "ar",
-      "interpreter_outside_community": "yes"}, "invalid_field"),
-    ({"interpreter_needed": True, "interpreter_gender": "woman"}, "missing_field"),
-])
+@pytest.mark.parametrize(
+    ("extra", "code"),
+    [
+        (
+            {
+                "interpreter_needed": True,
+                "interpreter_language": "ar",
+                "interpreter_gender": "other",
+            },
+            "invalid_field",
+        ),
+        (
+            {
+                "interpreter_needed": True,
+                "interpreter_language": "ar",
+                "interpreter_outside_community": "yes",
+            },
+            "invalid_field",
+        ),
+        ({"interpreter_needed": True, "interpreter_gender": "woman"}, "missing_field"),
+    ],
+)
 async def test_bad_interpreter_wishes_start_nothing(extra, code):
     visitor = await visitor_socket()
     await visitor.send_json_to({**START, **extra})
@@ -544,8 +602,9 @@ async def test_bad_interpreter_wishes_start_nothing(extra, code):
 
 async def test_wishes_without_an_interpreter_are_not_kept():
     visitor = await visitor_socket()
-    await visitor.send_json_to({**START, "interpreter_gender": "man",
-                                "interpreter_outside_community": True})
+    await visitor.send_json_to(
+        {**START, "interpreter_gender": "man", "interpreter_outside_community": True}
+    )
     await receive_until(visitor, "started")
     conversation = await Conversation.objects.aget()
     assert conversation.interpreter_gender == ""

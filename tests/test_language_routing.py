@@ -73,14 +73,17 @@ def test_choosing_a_language_leaves_no_language_cookie(client, code):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("path", ["/advisor/login/", "/admin/login/"])
-@pytest.mark.parametrize(("accept", "expected"), [
-    ("", "sv"),
-    ("en-GB,en;q=0.9", "en"),
-    ("sv-SE", "sv"),
-    ("ar", "sv"),
-    ("fa, ckb;q=0.9, so;q=0.8, ti;q=0.7", "sv"),
-    ("ar, en;q=0.5", "en"),
-])
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        ("", "sv"),
+        ("en-GB,en;q=0.9", "en"),
+        ("sv-SE", "sv"),
+        ("ar", "sv"),
+        ("fa, ckb;q=0.9, so;q=0.8, ti;q=0.7", "sv"),
+        ("ar, en;q=0.5", "en"),
+    ],
+)
 def test_advisor_pages_speak_only_swedish_or_english(client, path, accept, expected):
     response = client.get(path, HTTP_ACCEPT_LANGUAGE=accept, follow=True)
     assert response["Content-Language"] == expected

@@ -52,8 +52,9 @@ async def post(conversation, **kwargs):
 async def test_texts_get_gap_free_numbers_and_are_stored_encrypted_on_both_paths(path, advisor):
     conversation = await sync_to_async(new_conversation)(advisor)  # seq 1: advisor joined
     first, created, events = await post(conversation, sender="visitor", text="hej", client_id="a")
-    second, _, _ = await post(conversation, sender="advisor", text="hej hej", client_id="b",
-                              advisor=advisor)
+    second, _, _ = await post(
+        conversation, sender="advisor", text="hej hej", client_id="b", advisor=advisor
+    )
     assert created and (first.seq, second.seq) == (2, 3)
     stored = await sync_to_async(Message.objects.get)(pk=first.pk)
     assert stored.body != "hej" and crypto.decrypt(stored.body) == "hej"
@@ -66,8 +67,9 @@ async def test_a_retried_client_id_returns_the_stored_text_and_stores_nothing_on
 ):
     conversation = await sync_to_async(new_conversation)(advisor)
     message, created, _ = await post(conversation, sender="visitor", text="hej", client_id="c1")
-    again, created_again, events = await post(conversation, sender="visitor", text="hej",
-                                              client_id="c1")
+    again, created_again, events = await post(
+        conversation, sender="visitor", text="hej", client_id="c1"
+    )
     assert created and not created_again and events == []
     assert again.seq == message.seq
     assert await sync_to_async(Message.objects.filter(client_id="c1").count)() == 1
@@ -101,13 +103,14 @@ async def test_texts_sent_at_once_in_one_conversation_number_without_gaps_on_bot
     path, advisor
 ):
     conversation = await sync_to_async(new_conversation)(advisor)
-    results = await asyncio.gather(*(
-        post(conversation, sender="visitor", text=f"t{i}", client_id=f"k{i}") for i in range(20)
-    ))
+    results = await asyncio.gather(
+        *(post(conversation, sender="visitor", text=f"t{i}", client_id=f"k{i}") for i in range(20))
+    )
     seqs = sorted(message.seq for message, _, _ in results)
     assert seqs == list(range(2, 22))
     stored = await sync_to_async(list)(
-        Message.objects.filter(conversation=conversation).order_by("seq")
+        Message.objects.filter(conversation=conversation)
+        .order_by("seq")
         .values_list("seq", flat=True)
     )
     assert stored == list(range(1, 22))

@@ -48,7 +48,9 @@ def utc(*args: int) -> datetime:
 def weekdays(schedule: OpeningSchedule, opens: str, closes: str, days=range(5)) -> None:
     for day in days:
         WeeklyHours.objects.create(
-            schedule=schedule, weekday=day, opens=time.fromisoformat(opens),
+            schedule=schedule,
+            weekday=day,
+            opens=time.fromisoformat(opens),
             closes=time.fromisoformat(closes),
         )
 
@@ -61,6 +63,7 @@ def national(db):
 
 
 # --- the domain -------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_with_no_schedule_at_all_the_line_is_always_open():
@@ -164,6 +167,7 @@ def test_an_interval_that_closes_before_it_opens_is_refused_by_validation(nation
 # 2026: summer time starts Sunday 29 March (02:00 CET -> 03:00 CEST) and ends Sunday
 # 25 October (03:00 CEST -> 02:00 CET).
 
+
 def test_across_the_spring_change_the_opening_time_is_local_wall_time(db):
     schedule = OpeningSchedule.objects.create(county="")
     weekdays(schedule, "08:00", "18:00")
@@ -210,6 +214,7 @@ def test_with_a_travelled_clock_the_default_now_is_used():
 
 # --- holidays and numbers ----------------------------------------------------------------------
 
+
 def test_easter_and_the_moving_holidays_fall_on_the_right_days():
     assert easter_sunday(2026) == date(2026, 4, 5)
     assert easter_sunday(2027) == date(2027, 3, 28)
@@ -233,7 +238,10 @@ def test_the_emergency_numbers_are_the_admins_or_else_the_defaults():
     assert emergency_numbers()[0]["number"] == "112"
     EmergencyNumber.objects.all().delete()
     assert [n["number"] for n in emergency_numbers()] == [
-        "112", "020-50 50 50", "116 111", "114 14"
+        "112",
+        "020-50 50 50",
+        "116 111",
+        "114 14",
     ]
     EmergencyNumber.objects.create(label="Local shelter", number="010-123", order=1)
     EmergencyNumber.objects.create(label="Emergency", number="112", order=0)
@@ -241,6 +249,7 @@ def test_the_emergency_numbers_are_the_admins_or_else_the_defaults():
 
 
 # --- the visitor's start ----------------------------------------------------------------------
+
 
 @pytest.mark.django_db(transaction=True)
 async def test_start_is_refused_while_the_line_is_closed_and_says_when_it_opens():
@@ -293,6 +302,7 @@ async def test_the_visitor_can_ask_whether_the_line_is_open_before_starting():
 
 # --- the admin ---------------------------------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_an_admin_edits_hours_holidays_and_numbers(client, settings):
     from django.contrib.auth import get_user_model
@@ -304,36 +314,66 @@ def test_an_admin_edits_hours_holidays_and_numbers(client, settings):
     admin_user.refresh_from_db()
     client.cookies[settings.SESSION_COOKIE_NAME] = session_cookie(admin_user).split("=", 1)[1]
 
-    response = client.post("/admin/advice/openingschedule/add/", {
-        "county": "M",
-        "weekly_hours-TOTAL_FORMS": "1", "weekly_hours-INITIAL_FORMS": "0",
-        "weekly_hours-0-weekday": "0", "weekly_hours-0-opens": "08:00",
-        "weekly_hours-0-closes": "18:00",
-        "exceptions-TOTAL_FORMS": "1", "exceptions-INITIAL_FORMS": "0",
-        "exceptions-0-date": "2026-12-24", "exceptions-0-note": "Julafton",
-    })
+    response = client.post(
+        "/admin/advice/openingschedule/add/",
+        {
+            "county": "M",
+            "weekly_hours-TOTAL_FORMS": "1",
+            "weekly_hours-INITIAL_FORMS": "0",
+            "weekly_hours-0-weekday": "0",
+            "weekly_hours-0-opens": "08:00",
+            "weekly_hours-0-closes": "18:00",
+            "exceptions-TOTAL_FORMS": "1",
+            "exceptions-INITIAL_FORMS": "0",
+            "exceptions-0-date": "2026-12-24",
+            "exceptions-0-note": "Julafton",
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     schedule = OpeningSchedule.objects.get(county="M")
     assert schedule.weekly_hours.count() == 1 and schedule.exceptions.count() == 1
     assert client.get("/admin/advice/openingschedule/").status_code == 200
 
-    bad = client.post("/admin/advice/openingschedule/add/", {
-        "county": "AB",
-        "weekly_hours-TOTAL_FORMS": "1", "weekly_hours-INITIAL_FORMS": "0",
-        "weekly_hours-0-weekday": "0", "weekly_hours-0-opens": "18:00",
-        "weekly_hours-0-closes": "08:00",
-        "exceptions-TOTAL_FORMS": "0", "exceptions-INITIAL_FORMS": "0",
-    })
+    bad = client.post(
+        "/admin/advice/openingschedule/add/",
+        {
+            "county": "AB",
+            "weekly_hours-TOTAL_FORMS": "1",
+            "weekly_hours-INITIAL_FORMS": "0",
+            "weekly_hours-0-weekday": "0",
+            "weekly_hours-0-opens": "18:00",
+            "weekly_hours-0-closes": "08:00",
+            "exceptions-TOTAL_FORMS": "0",
+            "exceptions-INITIAL_FORMS": "0",
+        },
+    )
     assert bad.status_code == 200 and not OpeningSchedule.objects.filter(county="AB").exists()
 
-    assert client.post("/admin/advice/holiday/add/", {
-        "date": "2026-12-25", "name": "Juldagen",
-    }).status_code == 302
-    number = EmergencyNumber.objects.create(label="Emergency: police, ambulance, fire",
-                                            number="112", order=0)
-    assert client.post(f"/admin/advice/emergencynumber/{number.pk}/change/", {
-        "label": number.label, "number": "112", "order": "0", "active": "on",
-    }).status_code == 302
+    assert (
+        client.post(
+            "/admin/advice/holiday/add/",
+            {
+                "date": "2026-12-25",
+                "name": "Juldagen",
+            },
+        ).status_code
+        == 302
+    )
+    number = EmergencyNumber.objects.create(
+        label="Emergency: police, ambulance, fire", number="112", order=0
+    )
+    assert (
+        client.post(
+            f"/admin/advice/emergencynumber/{number.pk}/change/",
+            {
+                "label": number.label,
+                "number": "112",
+                "order": "0",
+                "active": "on",
+            },
+        ).status_code
+        == 302
+    )
     assert client.get("/admin/advice/emergencynumber/").status_code == 200
 
 
@@ -341,10 +381,12 @@ def test_an_admin_edits_hours_holidays_and_numbers(client, settings):
 async def test_while_closed_the_answer_carries_the_numbers_in_the_visitors_language():
     schedule = await OpeningSchedule.objects.acreate(county="")
     await WeeklyHours.objects.acreate(schedule=schedule, weekday=1, opens=time(8), closes=time(18))
-    await EmergencyNumber.objects.acreate(label="Police, when it is not an emergency",
-                                          number="114 14", order=1)
-    await EmergencyNumber.objects.acreate(label="Emergency: police, ambulance, fire",
-                                          number="112", order=0)
+    await EmergencyNumber.objects.acreate(
+        label="Police, when it is not an emergency", number="114 14", order=1
+    )
+    await EmergencyNumber.objects.acreate(
+        label="Emergency: police, ambulance, fire", number="112", order=0
+    )
     with time_machine.travel(local(2026, 11, 24, 20, 0), tick=True):
         visitor = await visitor_socket()
         await visitor.send_json_to({"type": "line_status", "language": "en"})

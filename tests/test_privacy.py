@@ -82,7 +82,8 @@ async def test_message_bodies_are_ciphertext_in_the_database_and_decrypt_with_th
 
 
 def test_a_body_written_under_an_old_key_still_decrypts_after_a_new_key_is_put_first(
-    db, settings,
+    db,
+    settings,
 ):
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     settings.ENCRYPTION_KEYS = [old]
@@ -119,12 +120,16 @@ def encrypted_columns_in_use(conversation: Conversation) -> dict[str, str]:
         from sms.models import InboundSms, SmsThread
 
         SmsThread.objects.create(
-            conversation=conversation, sender_hash="h" * 64,
-            sender=crypto.encrypt("+46701234567"), line_number="+46700000000",
+            conversation=conversation,
+            sender_hash="h" * 64,
+            sender=crypto.encrypt("+46701234567"),
+            line_number="+46700000000",
         )
         InboundSms.objects.create(
-            message_sid="SM" + "0" * 32, sender_hash="h" * 64,
-            sender=crypto.encrypt("+46701234567"), line_number="+46700000000",
+            message_sid="SM" + "0" * 32,
+            sender_hash="h" * 64,
+            sender=crypto.encrypt("+46701234567"),
+            line_number="+46700000000",
             body=crypto.encrypt("ett sms om hjälp"),
         )
         written.update({"thread": "+46701234567", "inbound": "+46701234567 ett sms om hjälp"})
@@ -165,8 +170,11 @@ def test_rotate_keys_re_encrypts_everything_so_that_only_the_new_key_is_needed(d
 
     out = _run_rotate("--batch-size", "3")
     assert "advice.Message.body: 7 re-encrypted, 1 already under the newest key" in out
-    columns = {"note": ["advice.Conversation.note_body"], "thread": ["sms.SmsThread.sender"],
-               "inbound": ["sms.InboundSms.sender", "sms.InboundSms.body"]}
+    columns = {
+        "note": ["advice.Conversation.note_body"],
+        "thread": ["sms.SmsThread.sender"],
+        "inbound": ["sms.InboundSms.sender", "sms.InboundSms.body"],
+    }
     for column in (c for written in others for c in columns[written]):
         assert f"{column}: 1 re-encrypted" in out
     # Nothing but names and counts is printed.
@@ -216,7 +224,9 @@ def _readable_with(key: str, body: str) -> bool:
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_whole_conversation_logs_no_message_text_and_no_token(
-    advisor, other_advisor, caplog,
+    advisor,
+    other_advisor,
+    caplog,
 ):
     caplog.set_level(logging.DEBUG)
     secrets = ["Jag är rädd för min bror", "Ring 112 om du är i fara", "ett svar till"]
@@ -280,8 +290,12 @@ class DaphneAtDefaultVerbosity(Daphne):
         args[args.index("-v") + 1] = "1"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed by stop)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", *args], cwd=ROOT, env=self.env,
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "daphne", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_for_port(self.port, self.process, log_path=self.log_path)
         return self
@@ -295,14 +309,19 @@ async def visit(server: Daphne, user) -> list[str]:
         client = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
         client.connect()
         addresses.append(f"127.0.0.1:{client.sock.getsockname()[1]}")
-        client.request("GET", path, headers={"X-Forwarded-For": "203.0.113.77",
-                                             "User-Agent": "Probe/1.0 (identifying)"})
+        client.request(
+            "GET",
+            path,
+            headers={"X-Forwarded-For": "203.0.113.77", "User-Agent": "Probe/1.0 (identifying)"},
+        )
         client.getresponse().read()
         client.close()
     cookie = await database_sync_to_async(session_cookie)(user)
     for route, headers in (("/ws/chat/", []), ("/ws/advisor/", [("Cookie", cookie)])):
         async with connect(
-            f"{server.ws_url}{route}", origin=server.url, compression=None,
+            f"{server.ws_url}{route}",
+            origin=server.url,
+            compression=None,
             additional_headers=[*headers, ("X-Forwarded-For", "203.0.113.77")],
             user_agent_header="Probe/1.0 (identifying)",
         ) as ws:
@@ -315,8 +334,9 @@ async def visit(server: Daphne, user) -> list[str]:
 
 def printed_addresses(output: str, addresses: list[str]) -> list[str]:
     found = [a for a in addresses if a in output]
-    found += [marker for marker in ("203.0.113.77", "Probe/1.0", "WSCONNECT", '"GET ')
-              if marker in output]
+    found += [
+        marker for marker in ("203.0.113.77", "Probe/1.0", "WSCONNECT", '"GET ') if marker in output
+    ]
     return found
 
 

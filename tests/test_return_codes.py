@@ -53,8 +53,9 @@ async def talk_and_close(advisor, note: str = "", text: str = "Min historia."):
     if note:
         await console.send_json_to({"type": "note", "conversation": conversation, "text": note})
         await receive_until(console, "note", conversation=conversation)
-    await console.send_json_to({"type": "close", "conversation": conversation,
-                                "outcome": "advice_given"})
+    await console.send_json_to(
+        {"type": "close", "conversation": conversation, "outcome": "advice_given"}
+    )
     await receive_until(visitor, "state", status="closed")
     await console.disconnect()
     return visitor, conversation
@@ -73,6 +74,7 @@ async def start_with(code: str):
 
 
 # --- issuing -----------------------------------------------------------------------------------
+
 
 async def test_after_talking_with_an_advisor_the_visitor_gets_three_plain_words(advisor):
     visitor, _conversation = await talk_and_close(advisor)
@@ -100,8 +102,11 @@ async def test_only_a_keyed_hash_of_the_code_is_stored(advisor):
 
     assert stored[0]["code_hash"] != hashlib.sha256(code.encode()).hexdigest()
     events = await database_sync_to_async(
-        lambda: list(ConversationEvent.objects.filter(kind="return_code_issued")
-                     .values_list("data", flat=True))
+        lambda: list(
+            ConversationEvent.objects.filter(kind="return_code_issued").values_list(
+                "data", flat=True
+            )
+        )
     )()
     assert len(events) == 1 and code not in json.dumps(events)
     await visitor.disconnect()
@@ -139,8 +144,10 @@ def test_the_word_list_is_2048_plain_words_typeable_on_any_keyboard():
 
 # --- linking ------------------------------------------------------------------------------------
 
+
 async def test_a_new_chat_with_the_code_is_linked_and_the_next_advisor_reads_the_earlier_one(
-    advisor, other_advisor,
+    advisor,
+    other_advisor,
 ):
     visitor, earlier = await talk_and_close(
         advisor, note="Talade om skolan. Vill ha hjälp med boende.", text="Min historia."
@@ -164,8 +171,11 @@ async def test_a_new_chat_with_the_code_is_linked_and_the_next_advisor_reads_the
     assert [m["text"] for m in item["messages"] if "text" in m] == ["Min historia."]
 
     linked = await database_sync_to_async(
-        lambda: sorted(ConversationEvent.objects.filter(kind="linked")
-                       .values_list("conversation__public_id", flat=True))
+        lambda: sorted(
+            ConversationEvent.objects.filter(kind="linked").values_list(
+                "conversation__public_id", flat=True
+            )
+        )
     )()
     assert sorted(map(str, linked)) == sorted([earlier, later])
     # Spent: the code works once, and its row is gone.
@@ -191,7 +201,8 @@ async def test_the_visitor_side_never_shows_the_earlier_conversation(advisor):
 
 
 async def test_another_advisor_cannot_read_the_linked_history_of_a_conversation_not_theirs(
-    advisor, other_advisor,
+    advisor,
+    other_advisor,
 ):
     visitor, _earlier = await talk_and_close(advisor)
     code = (await ask_code(visitor))["code"]
@@ -239,6 +250,7 @@ async def test_a_code_survives_a_secret_key_rotation(advisor, settings):
 
 
 # --- guessing -----------------------------------------------------------------------------------
+
 
 async def test_a_wrong_code_starts_nothing_and_says_the_same_for_every_kind_of_wrong():
     for guess in ("sol bok hus", "one two", "x" * 100):
@@ -302,6 +314,7 @@ async def test_one_socket_may_try_only_a_few_codes():
 
 # --- notes ------------------------------------------------------------------------------------
 
+
 async def test_notes_are_the_advisors_own_and_stored_encrypted(advisor, other_advisor):
     visitor = await visitor_socket()
     await visitor.send_json_to(START)
@@ -311,8 +324,9 @@ async def test_notes_are_the_advisors_own_and_stored_encrypted(advisor, other_ad
     await console.send_json_to({"type": "take", "conversation": conversation})
     await receive_until(visitor, "state", status="active")
 
-    await console.send_json_to({"type": "note", "conversation": conversation,
-                                "text": "Orolig för resan i sommar."})
+    await console.send_json_to(
+        {"type": "note", "conversation": conversation, "text": "Orolig för resan i sommar."}
+    )
     saved = await receive_until(console, "note", conversation=conversation)
     assert saved["text"] == "Orolig för resan i sommar." and saved["updated_at"]
     row = await Conversation.objects.aget(public_id=conversation)
@@ -331,8 +345,9 @@ async def test_notes_are_the_advisors_own_and_stored_encrypted(advisor, other_ad
     stranger, _ = await advisor_socket(other_advisor)
     await stranger.send_json_to({"type": "note", "conversation": conversation, "text": "x"})
     assert (await receive_until(stranger, "error"))["code"] == "not_your_conversation"
-    await console.send_json_to({"type": "note", "conversation": conversation,
-                                "text": "x" * (settings.MAX_NOTE_LENGTH + 1)})
+    await console.send_json_to(
+        {"type": "note", "conversation": conversation, "text": "x" * (settings.MAX_NOTE_LENGTH + 1)}
+    )
     assert (await receive_until(console, "error"))["code"] == "note_too_long"
     await console.send_json_to({"type": "note", "conversation": conversation, "text": 5})
     assert (await receive_until(console, "error"))["code"] == "invalid_field"

@@ -25,10 +25,11 @@ from tests.live import Daphne
 pytestmark = [
     pytest.mark.server,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
-                       or "Redis" not in settings.CHANNEL_LAYERS["default"]["BACKEND"],
-                       reason="several processes share PostgreSQL and Redis (DATABASE_URL, "
-                              "REDIS_URL)"),
+    pytest.mark.skipif(
+        not settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+        or "Redis" not in settings.CHANNEL_LAYERS["default"]["BACKEND"],
+        reason="several processes share PostgreSQL and Redis (DATABASE_URL, REDIS_URL)",
+    ),
 ]
 
 
@@ -139,8 +140,9 @@ async def test_when_a_process_dies_its_clients_resume_on_the_other_with_nothing_
     second_visitor = await visitor_on(both[::-1], ledger)
     second_advisor = await advisor_on(both, ledger, other_advisor)
     second = await take_next(second_advisor)
-    recordings = {c: Recording(c) for c in (first_visitor, first_advisor, second_visitor,
-                                            second_advisor)}
+    recordings = {
+        c: Recording(c) for c in (first_visitor, first_advisor, second_visitor, second_advisor)
+    }
     pairs = [(first_visitor, first_advisor, first), (second_visitor, second_advisor, second)]
 
     killed = asyncio.Event()
@@ -186,7 +188,8 @@ async def test_when_a_process_dies_its_clients_resume_on_the_other_with_nothing_
         assert sorted(seqs) == list(range(min(seqs), max(seqs) + 1)), type(client).__name__
     for public_id in (first, second):
         stored = await sync_to_async(list)(
-            Message.objects.filter(conversation__public_id=public_id).order_by("seq")
+            Message.objects.filter(conversation__public_id=public_id)
+            .order_by("seq")
             .values_list("seq", "client_id")
         )
         assert [seq for seq, _ in stored] == list(range(1, len(stored) + 1))
@@ -202,8 +205,11 @@ async def test_a_client_that_does_not_read_is_cut_off_without_stalling_the_other
     advisor, other_advisor
 ):
     prefix = f"scale-{secrets.token_hex(4)}"
-    server = Daphne(CHANNEL_PREFIX=prefix, SOCKET_SEND_BUFFER_BYTES=str(16 * 1024),
-                    SOCKET_SEND_DRAIN_SECONDS=str(DRAIN_SECONDS)).start()
+    server = Daphne(
+        CHANNEL_PREFIX=prefix,
+        SOCKET_SEND_BUFFER_BYTES=str(16 * 1024),
+        SOCKET_SEND_DRAIN_SECONDS=str(DRAIN_SECONDS),
+    ).start()
     try:
         ledger = Ledger()
         url = [server.ws_url]
@@ -212,8 +218,14 @@ async def test_a_client_that_does_not_read_is_cut_off_without_stalling_the_other
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         raw.connect(("127.0.0.1", server.port))
         slow = Visitor(url, origin_of, ledger)
-        slow.ws = await connect(url[0] + "/ws/chat/", sock=raw, origin=origin_of(url[0]),
-                                compression=None, ping_interval=None, max_queue=1)
+        slow.ws = await connect(
+            url[0] + "/ws/chat/",
+            sock=raw,
+            origin=origin_of(url[0]),
+            compression=None,
+            ping_interval=None,
+            max_queue=1,
+        )
         started = asyncio.get_running_loop().create_future()
         await slow.ws.send('{"type":"start","language":"sv","writer":"young","safe_now":"yes"}')
         while not started.done():
@@ -231,11 +243,20 @@ async def test_a_client_that_does_not_read_is_cut_off_without_stalling_the_other
         # The advisor writes long texts to the client that does not read (from three consoles,
         # for more than one socket's rate limit lets through at once)...
         long_text = "y" * 3900
-        consoles = [console, await advisor_on(url, ledger, advisor),
-                    await advisor_on(url, ledger, advisor)]
+        consoles = [
+            console,
+            await advisor_on(url, ledger, advisor),
+            await advisor_on(url, ledger, advisor),
+        ]
         for i in range(LONG_TEXTS):
-            await consoles[i % 3].send({"type": "send", "conversation": slow_conversation,
-                                        "client_id": f"long{i}", "text": long_text})
+            await consoles[i % 3].send(
+                {
+                    "type": "send",
+                    "conversation": slow_conversation,
+                    "client_id": f"long{i}",
+                    "text": long_text,
+                }
+            )
         # ...while the conversation beside it goes on.
         for _ in range(10):
             await other.say(other_conversation, ledger.new(), 0)

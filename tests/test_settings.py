@@ -19,9 +19,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Everything the settings read, so the parent's environment cannot leak into a case.
 SETTINGS_VARIABLES = {
-    "DEBUG", "HTTPS", "SECRET_KEY", "ENCRYPTION_KEYS", "ALLOWED_HOSTS", "PORT", "DATABASE_URL",
-    "REDIS_URL", "CHANNEL_PREFIX", "SQLITE_PATH", "DJANGO_SETTINGS_MODULE", "LOG_LEVEL",
-    "DATABASE_POOL_MIN", "DATABASE_POOL_MAX", "SOCKET_IDLE_SECONDS", "STATIC_ROOT",
+    "DEBUG",
+    "HTTPS",
+    "SECRET_KEY",
+    "ENCRYPTION_KEYS",
+    "ALLOWED_HOSTS",
+    "PORT",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CHANNEL_PREFIX",
+    "SQLITE_PATH",
+    "DJANGO_SETTINGS_MODULE",
+    "LOG_LEVEL",
+    "DATABASE_POOL_MIN",
+    "DATABASE_POOL_MAX",
+    "SOCKET_IDLE_SECONDS",
+    "STATIC_ROOT",
 }
 PRODUCTION = {
     "DEBUG": "false",
@@ -34,7 +47,8 @@ PRODUCTION = {
 
 def clean_environment(**variables: str) -> dict[str, str]:
     env = {
-        k: v for k, v in os.environ.items()
+        k: v
+        for k, v in os.environ.items()
         if k not in SETTINGS_VARIABLES and not k.endswith("_FILE")
     }
     env["DJANGO_SETTINGS_MODULE"] = "advice.settings"
@@ -44,8 +58,12 @@ def clean_environment(**variables: str) -> dict[str, str]:
 
 def manage(*args: str, **variables: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=clean_environment(**variables),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=clean_environment(**variables),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -56,8 +74,12 @@ def settings_in(*names: str, **variables: str) -> dict:
         f"print(json.dumps({{n: getattr(settings, n) for n in {list(names)!r}}}, default=str))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=clean_environment(**variables),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=clean_environment(**variables),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -77,8 +99,10 @@ BAD_VALUES = [
     ({"PORT": "eighty"}, "PORT='eighty' is not a whole number"),
     ({"PORT": "0"}, "PORT='0' must be at least 1"),
     ({"SOCKET_IDLE_SECONDS": "5"}, "SOCKET_IDLE_SECONDS='5' must be at least 10"),
-    ({"DATABASE_URL": "postgres://db/advice", "DATABASE_POOL_MAX": "lots"},
-     "DATABASE_POOL_MAX='lots' is not a whole number"),
+    (
+        {"DATABASE_URL": "postgres://db/advice", "DATABASE_POOL_MAX": "lots"},
+        "DATABASE_POOL_MAX='lots' is not a whole number",
+    ),
     ({"DATABASE_URL": "not a url"}, "DATABASE_URL is not a database URL"),
     ({"DATABASE_URL": "postgres://u@h:port/db"}, "DATABASE_URL is not a database URL"),
     ({"DATABASE_URL": "mysql://user:hunter2@db/advice"}, "DATABASE_URL must be a postgres:// URL"),
@@ -139,7 +163,9 @@ def test_with_only_debug_set_the_service_runs_embedded_on_sqlite_and_the_in_memo
 
 def test_database_url_selects_postgresql_with_a_connection_pool():
     seen = settings_in(
-        "DATABASES", DEBUG="true", DATABASE_URL="postgres://advice:pw@db.internal:5433/advice",
+        "DATABASES",
+        DEBUG="true",
+        DATABASE_URL="postgres://advice:pw@db.internal:5433/advice",
         DATABASE_POOL_MAX="40",
     )
     database = seen["DATABASES"]["default"]
@@ -152,7 +178,9 @@ def test_database_url_selects_postgresql_with_a_connection_pool():
 
 def test_redis_url_selects_the_redis_pubsub_channel_layer():
     seen = settings_in(
-        "CHANNEL_LAYERS", DEBUG="true", REDIS_URL="redis://cache.internal:6379/2",
+        "CHANNEL_LAYERS",
+        DEBUG="true",
+        REDIS_URL="redis://cache.internal:6379/2",
         CHANNEL_PREFIX="advice-prod",
     )
     layer = seen["CHANNEL_LAYERS"]["default"]
@@ -163,7 +191,11 @@ def test_redis_url_selects_the_redis_pubsub_channel_layer():
 
 def test_production_settings_pass_the_deploy_check_without_a_single_warning():
     result = manage(
-        "check", "--deploy", "--fail-level", "WARNING", **PRODUCTION,
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        **PRODUCTION,
         DATABASE_URL="postgres://advice@127.0.0.1:5432/advice",
         REDIS_URL="redis://127.0.0.1:6379/0",
     )
@@ -174,11 +206,21 @@ def test_production_settings_pass_the_deploy_check_without_a_single_warning():
 
 def test_production_settings_are_strict():
     seen = settings_in(
-        "DEBUG", "ALLOWED_HOSTS", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE",
-        "SESSION_COOKIE_NAME", "SECURE_HSTS_SECONDS", "SECURE_SSL_REDIRECT", **PRODUCTION,
+        "DEBUG",
+        "ALLOWED_HOSTS",
+        "SESSION_COOKIE_SECURE",
+        "CSRF_COOKIE_SECURE",
+        "SESSION_COOKIE_NAME",
+        "SECURE_HSTS_SECONDS",
+        "SECURE_SSL_REDIRECT",
+        **PRODUCTION,
     )
     assert seen == {
-        "DEBUG": False, "ALLOWED_HOSTS": ["chat.example.se"], "SESSION_COOKIE_SECURE": True,
-        "CSRF_COOKIE_SECURE": True, "SESSION_COOKIE_NAME": "__Host-session",
-        "SECURE_HSTS_SECONDS": 31536000, "SECURE_SSL_REDIRECT": True,
+        "DEBUG": False,
+        "ALLOWED_HOSTS": ["chat.example.se"],
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SESSION_COOKIE_NAME": "__Host-session",
+        "SECURE_HSTS_SECONDS": 31536000,
+        "SECURE_SSL_REDIRECT": True,
     }

@@ -29,8 +29,14 @@ async def test_a_visitor_and_an_advisor_talk(advisor):
     got = await receive_until(console, "message", conversation=conversation_id, seq=ack["seq"])
     assert got["text"] == "hej"
 
-    await console.send_json_to({"type": "send", "conversation": conversation_id,
-                                "client_id": "a1", "text": "Hej! Jag heter Alice."})
+    await console.send_json_to(
+        {
+            "type": "send",
+            "conversation": conversation_id,
+            "client_id": "a1",
+            "text": "Hej! Jag heter Alice.",
+        }
+    )
     reply = await receive_until(visitor, "message", **{"from": "advisor"})
     assert reply["text"] == "Hej! Jag heter Alice."
     await visitor.disconnect()

@@ -23,16 +23,18 @@ def application():
     return app
 
 
-async def post(path, fields, *, signature=None, url=None, headers=(), body=None,
-               method="POST"):
+async def post(path, fields, *, signature=None, url=None, headers=(), body=None, method="POST"):
     if signature is None:
         signature = sign(url or BASE_URL + path, fields)
     all_headers = [(b"content-type", FORM), (b"host", b"127.0.0.1"), *headers]
     if signature:
         all_headers.append((b"x-twilio-signature", signature.encode()))
     communicator = HttpCommunicator(
-        application(), method, path,
-        body=urlencode(fields).encode() if body is None else body, headers=all_headers,
+        application(),
+        method,
+        path,
+        body=urlencode(fields).encode() if body is None else body,
+        headers=all_headers,
     )
     response = await communicator.get_response(timeout=10)
     response["headers"] = {k.decode().lower(): v.decode() for k, v in response["headers"]}
@@ -60,11 +62,20 @@ async def test_the_same_message_sid_twice_is_stored_once(sms_on):
     assert await stored() == 1
 
 
-@pytest.mark.parametrize(("case", "expected"), [
-    ("unsigned", 403), ("wrong token", 403), ("another url", 403), ("changed body", 403),
-    ("malformed From", 400), ("missing Body", 400), ("unknown To", 404), ("not a form", 415),
-    ("too large", 413),
-])
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("unsigned", 403),
+        ("wrong token", 403),
+        ("another url", 403),
+        ("changed body", 403),
+        ("malformed From", 400),
+        ("missing Body", 400),
+        ("unknown To", 404),
+        ("not a form", 415),
+        ("too large", 413),
+    ],
+)
 async def test_bad_input_gets_the_same_answers_as_through_django(sms_on, case, expected):
     fields = inbound_fields(sender=SENDER, body="hej")
     kwargs = {}
@@ -96,7 +107,8 @@ async def test_bad_input_gets_the_same_answers_as_through_django(sms_on, case, e
 
 async def test_spoofed_host_and_forwarded_headers_do_not_change_the_signed_url(sms_on):
     response = await post(
-        "/sms/inbound", inbound_fields(sender=SENDER, body="hej"),
+        "/sms/inbound",
+        inbound_fields(sender=SENDER, body="hej"),
         headers=[(b"x-forwarded-host", b"attacker.example"), (b"x-forwarded-proto", b"http")],
     )
     assert response["status"] == 200
@@ -117,8 +129,9 @@ async def test_with_the_sms_channel_off_the_fast_path_answers_404(settings):
 
 
 async def test_a_status_callback_is_answered_204(sms_on):
-    response = await post("/sms/status?ack=1",
-                          status_fields(sid=new_sid(), status="sent", to=SENDER))
+    response = await post(
+        "/sms/status?ack=1", status_fields(sid=new_sid(), status="sent", to=SENDER)
+    )
     assert response["status"] == 204
 
 
@@ -126,7 +139,8 @@ async def test_every_other_path_still_reaches_django(sms_on):
     communicator = HttpCommunicator(application(), "GET", "/", headers=[(b"host", b"127.0.0.1")])
     response = await communicator.get_response(timeout=10)
     assert response["status"] == 200
-    communicator = HttpCommunicator(application(), "POST", "/sms/inbound/",
-                                    headers=[(b"host", b"127.0.0.1")])
+    communicator = HttpCommunicator(
+        application(), "POST", "/sms/inbound/", headers=[(b"host", b"127.0.0.1")]
+    )
     response = await communicator.get_response(timeout=10)
     assert response["status"] == 404  # Django's answer: not one of the webhooks' paths

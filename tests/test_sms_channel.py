@@ -103,12 +103,19 @@ async def test_a_text_reaches_the_queue_and_the_advisors_answer_reaches_the_phon
     assert summary["writer"] == "professional"
     assert summary["county"] == "M"
     assert summary["contact"] == "•••• •• 67"
-    first = await receive_until(console, "message", conversation=summary["id"],
-                                **{"from": "visitor"})
+    first = await receive_until(
+        console, "message", conversation=summary["id"], **{"from": "visitor"}
+    )
     assert first["text"] == "Hej! Jag är skolkurator och behöver råd om en elev."
 
-    await console.send_json_to({"type": "send", "conversation": summary["id"], "client_id": "a1",
-                                "text": "Hej! Berätta mer om eleven."})
+    await console.send_json_to(
+        {
+            "type": "send",
+            "conversation": summary["id"],
+            "client_id": "a1",
+            "text": "Hej! Berätta mer om eleven.",
+        }
+    )
     ack = await receive_until(console, "ack")
     answer = await receive_until(console, "message", seq=ack["seq"], conversation=summary["id"])
     assert answer["delivery"] == "queued"
@@ -127,8 +134,13 @@ async def test_a_text_reaches_the_queue_and_the_advisors_answer_reaches_the_phon
 
     await callback(sent["sid"], "sent", outbound=outbound)
     frame = await receive_until(console, "delivery", conversation=summary["id"])
-    assert frame == {"type": "delivery", "conversation": summary["id"], "seq": ack["seq"],
-                     "delivery": "sent", "delivery_error": None}
+    assert frame == {
+        "type": "delivery",
+        "conversation": summary["id"],
+        "seq": ack["seq"],
+        "delivery": "sent",
+        "delivery_error": None,
+    }
     await callback(sent["sid"], "delivered", outbound=outbound)
     frame = await receive_until(console, "delivery", conversation=summary["id"])
     assert frame["delivery"] == "delivered"
@@ -144,9 +156,7 @@ async def test_a_text_reaches_the_queue_and_the_advisors_answer_reaches_the_phon
 
     # Both texts are deleted at Twilio: the received one once processed, the answer once
     # delivered (issue 3, point 10).
-    inbound_sid = await database_sync_to_async(
-        lambda: InboundSms.objects.get().message_sid
-    )()
+    inbound_sid = await database_sync_to_async(lambda: InboundSms.objects.get().message_sid)()
     await run_worker()
     deleted = {r.path.rsplit("/", 1)[-1].removesuffix(".json") for r in twilio_api.fake.deletes()}
     assert deleted == {inbound_sid, sent["sid"]}
@@ -160,14 +170,16 @@ async def test_the_answer_is_queued_in_the_same_transaction_as_the_message(advis
     await text("hej")
     await run_worker()
     summary = await take_first_waiting(console)
-    await console.send_json_to({"type": "send", "conversation": summary["id"], "client_id": "a1",
-                                "text": "Hej!"})
+    await console.send_json_to(
+        {"type": "send", "conversation": summary["id"], "client_id": "a1", "text": "Hej!"}
+    )
     await receive_until(console, "ack")
     rows = await database_sync_to_async(list)(OutboundSms.objects.values_list("status", "part"))
     assert rows == [("pending", 1)]
     # A retried send with the same client id stores and sends nothing more.
-    await console.send_json_to({"type": "send", "conversation": summary["id"], "client_id": "a1",
-                                "text": "Hej!"})
+    await console.send_json_to(
+        {"type": "send", "conversation": summary["id"], "client_id": "a1", "text": "Hej!"}
+    )
     await receive_until(console, "ack")
     assert await database_sync_to_async(OutboundSms.objects.count)() == 1
     await console.disconnect()
@@ -189,8 +201,9 @@ async def test_later_texts_continue_the_open_conversation_and_a_closed_one_start
     await receive_until(console, "message", conversation=summary["id"], text="tredje")
     assert await database_sync_to_async(Conversation.objects.count)() == 1
 
-    await console.send_json_to({"type": "close", "conversation": summary["id"],
-                                "outcome": "advice_given"})
+    await console.send_json_to(
+        {"type": "close", "conversation": summary["id"], "outcome": "advice_given"}
+    )
     await receive_until(console, "conversation")
     fourth = await text("en ny fråga")
     assert "<Message" in fourth.content.decode()
@@ -228,8 +241,9 @@ async def test_stop_ends_the_conversation_and_nothing_is_sent_until_start(adviso
     await run_worker()
     summary = await take_first_waiting(console)
     await receive_until(console, "message", conversation=summary["id"], text="en sak till")
-    await console.send_json_to({"type": "send", "conversation": summary["id"], "client_id": "b1",
-                                "text": "Vi hörs"})
+    await console.send_json_to(
+        {"type": "send", "conversation": summary["id"], "client_id": "b1", "text": "Vi hörs"}
+    )
     await receive_until(console, "ack")
     await run_worker()
     failed = await receive_until(console, "delivery", conversation=summary["id"])
@@ -240,8 +254,9 @@ async def test_stop_ends_the_conversation_and_nothing_is_sent_until_start(adviso
     await text("START")
     await run_worker()
     assert await database_sync_to_async(SmsOptOut.objects.count)() == 0
-    await console.send_json_to({"type": "send", "conversation": summary["id"], "client_id": "b2",
-                                "text": "Nu går det"})
+    await console.send_json_to(
+        {"type": "send", "conversation": summary["id"], "client_id": "b2", "text": "Nu går det"}
+    )
     await receive_until(console, "ack")
     await run_worker()
     assert [m["body"] for m in twilio_api.fake.created()] == ["Nu går det"]
@@ -265,8 +280,9 @@ async def test_an_mms_shows_how_many_items_were_attached_and_nothing_is_fetched(
     await text("", num_media=2)
     await run_worker()
     summary = await take_first_waiting(console)
-    frame = await receive_until(console, "message", conversation=summary["id"],
-                                **{"from": "visitor"})
+    frame = await receive_until(
+        console, "message", conversation=summary["id"], **{"from": "visitor"}
+    )
     assert frame["attachments"] == 2
     assert frame["text"] == "(MMS)"
     # Only the deletion ever asked Twilio for anything: no media was downloaded.
@@ -280,9 +296,9 @@ async def test_an_mms_shows_how_many_items_were_attached_and_nothing_is_fetched(
 async def test_an_advisor_with_the_right_sees_the_whole_number(advisor, twilio_api):
     from advice.models import AdvisorProfile
 
-    await database_sync_to_async(
-        AdvisorProfile.objects.filter(user=advisor).update
-    )(can_see_phone_numbers=True)
+    await database_sync_to_async(AdvisorProfile.objects.filter(user=advisor).update)(
+        can_see_phone_numbers=True
+    )
     console, _ = await advisor_socket(advisor)
     await text("hej")
     await run_worker()
@@ -305,8 +321,9 @@ async def test_an_answer_over_1600_characters_goes_as_several_texts_in_order(adv
     summary = await take_first_waiting(console)
     long_answer = " ".join(f"ord{n}" for n in range(800))  # about 5,000 characters
     long_answer = long_answer[:3990]
-    await console.send_json_to({"type": "send", "conversation": summary["id"], "client_id": "l1",
-                                "text": long_answer})
+    await console.send_json_to(
+        {"type": "send", "conversation": summary["id"], "client_id": "l1", "text": long_answer}
+    )
     await receive_until(console, "ack")
     await run_worker()
     bodies = [m["body"] for m in twilio_api.fake.created()]
@@ -317,10 +334,13 @@ async def test_an_answer_over_1600_characters_goes_as_several_texts_in_order(adv
 
 
 @time_machine.travel(datetime(2026, 11, 23, 20, 0, tzinfo=UTC), tick=False)  # a Monday evening
-@pytest.mark.parametrize(("sender", "expected"), [
-    ("+46701234567", "öppnar i morgon kl. 08:00"),
-    ("+447700900123", "opens tomorrow at 08:00"),
-])
+@pytest.mark.parametrize(
+    ("sender", "expected"),
+    [
+        ("+46701234567", "öppnar i morgon kl. 08:00"),
+        ("+447700900123", "opens tomorrow at 08:00"),
+    ],
+)
 async def test_outside_opening_hours_the_reply_says_when_the_line_opens_and_gives_112(
     twilio_api, sender, expected
 ):
@@ -340,8 +360,11 @@ async def test_the_acknowledgement_is_edited_in_the_admin(twilio_api):
     from sms import replies
 
     await database_sync_to_async(AutoReply.objects.update_or_create)(
-        kind="received", defaults={"text_sv": "Vi har fått ditt sms. Svar inom {wait}. Akut: 112.",
-                                   "text_en": "We got your text. Within {wait}. Emergency: 112."},
+        kind="received",
+        defaults={
+            "text_sv": "Vi har fått ditt sms. Svar inom {wait}. Akut: 112.",
+            "text_en": "We got your text. Within {wait}. Emergency: 112.",
+        },
     )
     replies.clear_cache()
     reply = (await text("hej")).content.decode()
@@ -352,12 +375,18 @@ async def test_the_acknowledgement_is_edited_in_the_admin(twilio_api):
 def test_an_automatic_reply_must_keep_112_outside_hours_and_its_one_placeholder():
     from django.core.exceptions import ValidationError
 
-    closed = AutoReply(kind="closed", text_sv="Stängt, vi öppnar {opens}.",
-                       text_en="Closed, we open {opens}. Emergency: 112")
+    closed = AutoReply(
+        kind="closed",
+        text_sv="Stängt, vi öppnar {opens}.",
+        text_en="Closed, we open {opens}. Emergency: 112",
+    )
     with pytest.raises(ValidationError, match="112"):
         closed.clean()
-    received = AutoReply(kind="received", text_sv="Tack! Svar inom {wait}. Akut: 112",
-                         text_en="Thanks, we open {opens}. Emergency: 112")
+    received = AutoReply(
+        kind="received",
+        text_sv="Tack! Svar inom {wait}. Akut: 112",
+        text_en="Thanks, we open {opens}. Emergency: 112",
+    )
     with pytest.raises(ValidationError, match="placeholder"):
         received.clean()
     received.text_en = "Thanks, an advisor answers within {wait}. Emergency: 112"

@@ -12,8 +12,14 @@ GOOD = {
     "TWILIO_WEBHOOK_BASE_URL": "https://chat.example.se",
     "TWILIO_FROM_NUMBER": "+46101234500",
 }
-ALL = [*GOOD, "TWILIO_MESSAGING_SERVICE_SID", "TWILIO_API_BASE_URL", "TWILIO_AUTH_TOKEN_SECONDARY",
-       "TWILIO_DELETE_MESSAGES", "TWILIO_HTTP_TIMEOUT_SECONDS"]
+ALL = [
+    *GOOD,
+    "TWILIO_MESSAGING_SERVICE_SID",
+    "TWILIO_API_BASE_URL",
+    "TWILIO_AUTH_TOKEN_SECONDARY",
+    "TWILIO_DELETE_MESSAGES",
+    "TWILIO_HTTP_TIMEOUT_SECONDS",
+]
 
 
 @pytest.fixture
@@ -47,21 +53,24 @@ def test_a_messaging_service_may_replace_the_from_number(env):
     assert twilio_from_environment().messaging_service_sid == "MG" + "1" * 32
 
 
-@pytest.mark.parametrize(("change", "named"), [
-    ({"TWILIO_AUTH_TOKEN": ""}, "TWILIO_AUTH_TOKEN"),
-    ({"TWILIO_ACCOUNT_SID": ""}, "TWILIO_ACCOUNT_SID"),
-    ({"TWILIO_WEBHOOK_BASE_URL": ""}, "TWILIO_WEBHOOK_BASE_URL"),
-    ({"TWILIO_ACCOUNT_SID": "AC123"}, "TWILIO_ACCOUNT_SID"),
-    ({"TWILIO_FROM_NUMBER": ""}, "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID"),
-    ({"TWILIO_FROM_NUMBER": "0101234500"}, "TWILIO_FROM_NUMBER"),
-    ({"TWILIO_MESSAGING_SERVICE_SID": "MG12"}, "TWILIO_MESSAGING_SERVICE_SID"),
-    ({"TWILIO_WEBHOOK_BASE_URL": "chat.example.se"}, "TWILIO_WEBHOOK_BASE_URL"),
-    ({"TWILIO_WEBHOOK_BASE_URL": "http://chat.example.se"}, "must use https"),
-    ({"TWILIO_WEBHOOK_BASE_URL": "https://chat.example.se/sms"}, "without a path"),
-    ({"TWILIO_API_BASE_URL": "https://api.example.com"}, "TWILIO_API_BASE_URL"),
-    ({"TWILIO_DELETE_MESSAGES": "perhaps"}, "TWILIO_DELETE_MESSAGES"),
-    ({"TWILIO_HTTP_TIMEOUT_SECONDS": "0"}, "TWILIO_HTTP_TIMEOUT_SECONDS"),
-])
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"TWILIO_AUTH_TOKEN": ""}, "TWILIO_AUTH_TOKEN"),
+        ({"TWILIO_ACCOUNT_SID": ""}, "TWILIO_ACCOUNT_SID"),
+        ({"TWILIO_WEBHOOK_BASE_URL": ""}, "TWILIO_WEBHOOK_BASE_URL"),
+        ({"TWILIO_ACCOUNT_SID": "AC123"}, "TWILIO_ACCOUNT_SID"),
+        ({"TWILIO_FROM_NUMBER": ""}, "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID"),
+        ({"TWILIO_FROM_NUMBER": "0101234500"}, "TWILIO_FROM_NUMBER"),
+        ({"TWILIO_MESSAGING_SERVICE_SID": "MG12"}, "TWILIO_MESSAGING_SERVICE_SID"),
+        ({"TWILIO_WEBHOOK_BASE_URL": "chat.example.se"}, "TWILIO_WEBHOOK_BASE_URL"),
+        ({"TWILIO_WEBHOOK_BASE_URL": "http://chat.example.se"}, "must use https"),
+        ({"TWILIO_WEBHOOK_BASE_URL": "https://chat.example.se/sms"}, "without a path"),
+        ({"TWILIO_API_BASE_URL": "https://api.example.com"}, "TWILIO_API_BASE_URL"),
+        ({"TWILIO_DELETE_MESSAGES": "perhaps"}, "TWILIO_DELETE_MESSAGES"),
+        ({"TWILIO_HTTP_TIMEOUT_SECONDS": "0"}, "TWILIO_HTTP_TIMEOUT_SECONDS"),
+    ],
+)
 def test_a_half_set_or_malformed_configuration_fails_loudly(env, change, named):
     env(**{**GOOD, **change})
     with pytest.raises(ImproperlyConfigured, match=named):

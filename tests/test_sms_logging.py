@@ -23,8 +23,13 @@ pytestmark = pytest.mark.django_db
 SENDER = "+46701234567"
 OTHER_SENDER = "+46709998877"
 SECRETS = [
-    "701234567", "709998877",  # the numbers, in any format
-    "kurator", "hedersvåld", "Mormor", "svar-från-rådgivaren", "bilder",
+    "701234567",
+    "709998877",  # the numbers, in any format
+    "kurator",
+    "hedersvåld",
+    "Mormor",
+    "svar-från-rådgivaren",
+    "bilder",
 ]
 
 
@@ -50,15 +55,24 @@ def test_no_number_or_text_reaches_a_log_line_on_any_path(caplog, fake_twilio, a
     assert post_signed(client, "/sms/inbound", fields).status_code == 200
     assert post_signed(client, "/sms/inbound", fields).status_code == 200
     post_signed(client, "/sms/inbound", inbound_fields(sender=SENDER, body="Mormor", num_media=2))
-    post_signed(client, "/sms/inbound", inbound_fields(sender=SENDER, body="kurator"),
-                signature="wrong")
-    post_signed(client, "/sms/inbound", inbound_fields(sender=SENDER, body="kurator"),
-                url="https://attacker.example/sms/inbound")
-    post_signed(client, "/sms/inbound", {**inbound_fields(sender=SENDER, body="kurator"),
-                                        "From": "0701234567"})
+    post_signed(
+        client, "/sms/inbound", inbound_fields(sender=SENDER, body="kurator"), signature="wrong"
+    )
+    post_signed(
+        client,
+        "/sms/inbound",
+        inbound_fields(sender=SENDER, body="kurator"),
+        url="https://attacker.example/sms/inbound",
+    )
+    post_signed(
+        client,
+        "/sms/inbound",
+        {**inbound_fields(sender=SENDER, body="kurator"), "From": "0701234567"},
+    )
     post_signed(client, "/sms/inbound", inbound_fields(sender=SENDER, body="kurator" * 600))
-    post_signed(client, "/sms/inbound", inbound_fields(sender=SENDER, body="kurator",
-                                                       to="+46109999999"))
+    post_signed(
+        client, "/sms/inbound", inbound_fields(sender=SENDER, body="kurator", to="+46109999999")
+    )
     client.get("/sms/inbound")
     worker.run_until_idle()
 
@@ -71,14 +85,24 @@ def test_no_number_or_text_reaches_a_log_line_on_any_path(caplog, fake_twilio, a
     # Outbound: sent, failed for good, retried after a 500, a timeout and a 429, in doubt.
     conversation = Conversation.objects.get(sms_thread__isnull=False, status="waiting")
     conversation.take(advisor)
-    for n, fault in enumerate([
-        None, {"status": 400, "code": 21211}, {"status": 500, "code": 20500}, {"hang": 2.0},
-        {"status": 429, "code": 20429}, {"hang": 2.0, "store_first": True},
-    ]):
+    for n, fault in enumerate(
+        [
+            None,
+            {"status": 400, "code": 21211},
+            {"status": 500, "code": 20500},
+            {"hang": 2.0},
+            {"status": 429, "code": 20429},
+            {"hang": 2.0, "store_first": True},
+        ]
+    ):
         if fault:
             fake_twilio.fail_next("POST", **fault)
-        conversation.post(sender=Message.Sender.ADVISOR, text=f"svar-från-rådgivaren {n}",
-                          client_id=f"a{n}", advisor=advisor)
+        conversation.post(
+            sender=Message.Sender.ADVISOR,
+            text=f"svar-från-rådgivaren {n}",
+            client_id=f"a{n}",
+            advisor=advisor,
+        )
         worker.run_until_idle()
         with time_machine.travel(datetime.now(UTC) + timedelta(minutes=5), tick=True):
             worker.run_until_idle()
@@ -86,14 +110,25 @@ def test_no_number_or_text_reaches_a_log_line_on_any_path(caplog, fake_twilio, a
     # Status callbacks: forward, backward, repeated, failed with a code, for unknown texts.
     for row in OutboundSms.objects.exclude(twilio_sid=None):
         for status in ("sent", "delivered", "sent", "delivered"):
-            post_signed(client, f"/sms/status?o={row.public_id}",
-                        status_fields(sid=row.twilio_sid, status=status, to=SENDER))
-    post_signed(client, "/sms/status", status_fields(sid=new_sid(), status="undelivered",
-                                                     to=SENDER, error_code="30003"))
-    post_signed(client, "/sms/status?ack=1", status_fields(sid=new_sid(), status="delivered",
-                                                           to=SENDER))
-    post_signed(client, "/sms/status", status_fields(sid=new_sid(), status="sent", to=SENDER),
-                signature="wrong")
+            post_signed(
+                client,
+                f"/sms/status?o={row.public_id}",
+                status_fields(sid=row.twilio_sid, status=status, to=SENDER),
+            )
+    post_signed(
+        client,
+        "/sms/status",
+        status_fields(sid=new_sid(), status="undelivered", to=SENDER, error_code="30003"),
+    )
+    post_signed(
+        client, "/sms/status?ack=1", status_fields(sid=new_sid(), status="delivered", to=SENDER)
+    )
+    post_signed(
+        client,
+        "/sms/status",
+        status_fields(sid=new_sid(), status="sent", to=SENDER),
+        signature="wrong",
+    )
 
     # STOP, an answer refused for it, START.
     post_signed(client, "/sms/inbound", inbound_fields(sender=SENDER, body="STOPP"))
@@ -101,8 +136,12 @@ def test_no_number_or_text_reaches_a_log_line_on_any_path(caplog, fake_twilio, a
     worker.run_until_idle()
     again = Conversation.objects.filter(status="waiting").order_by("-id").first()
     again.take(advisor)
-    again.post(sender=Message.Sender.ADVISOR, text="svar-från-rådgivaren efter stopp",
-               client_id="s1", advisor=advisor)
+    again.post(
+        sender=Message.Sender.ADVISOR,
+        text="svar-från-rådgivaren efter stopp",
+        client_id="s1",
+        advisor=advisor,
+    )
     post_signed(client, "/sms/inbound", inbound_fields(sender=SENDER, body="START"))
     worker.run_until_idle()
 
@@ -127,8 +166,9 @@ def test_the_webhook_only_stores_the_text_and_leaves_the_rest_to_the_worker(
     client = Client()
     post_signed(client, "/sms/inbound", inbound_fields(sender=SENDER, body="värmer upp"))
     with django_assert_max_num_queries(8):
-        response = post_signed(client, "/sms/inbound",
-                               inbound_fields(sender=OTHER_SENDER, body="hej"))
+        response = post_signed(
+            client, "/sms/inbound", inbound_fields(sender=OTHER_SENDER, body="hej")
+        )
     assert response.status_code == 200
     assert InboundSms.objects.count() == 2
     assert Conversation.objects.count() == 0

@@ -55,7 +55,9 @@ def conversation(fake_twilio, advisor, worker):
 
 def answer(conversation, advisor, text="Hej! Vi hjälper dig."):
     message, _created, _events = conversation.post(
-        sender=Message.Sender.ADVISOR, text=text, client_id=f"c{Message.objects.count()}",
+        sender=Message.Sender.ADVISOR,
+        text=text,
+        client_id=f"c{Message.objects.count()}",
         advisor=advisor,
     )
     return message
@@ -77,8 +79,9 @@ def test_an_answer_is_sent_once_through_the_sdk(conversation, advisor, worker, f
     assert len(fake_twilio.created()) == 1
 
 
-def test_with_a_messaging_service_the_answer_is_sent_through_it(conversation, advisor, worker,
-                                                                fake_twilio, settings):
+def test_with_a_messaging_service_the_answer_is_sent_through_it(
+    conversation, advisor, worker, fake_twilio, settings
+):
     settings.TWILIO_MESSAGING_SERVICE_SID = "MG" + "3c" * 16
     answer(conversation, advisor)
     worker.run_until_idle()
@@ -88,12 +91,15 @@ def test_with_a_messaging_service_the_answer_is_sent_through_it(conversation, ad
     assert OutboundSms.objects.get().status == "accepted"
 
 
-@pytest.mark.parametrize(("fault", "in_doubt"), [
-    ({"status": 500, "code": 20500}, True),
-    ({"status": 503, "code": 20503}, True),
-    ({"status": 429, "code": 20429}, False),
-    ({"hang": 2.0}, True),  # longer than the client's timeout below: no answer at all
-])
+@pytest.mark.parametrize(
+    ("fault", "in_doubt"),
+    [
+        ({"status": 500, "code": 20500}, True),
+        ({"status": 503, "code": 20503}, True),
+        ({"status": 429, "code": 20429}, False),
+        ({"hang": 2.0}, True),  # longer than the client's timeout below: no answer at all
+    ],
+)
 def test_a_transient_failure_is_retried_with_backoff_and_sent_once(
     conversation, advisor, worker, fake_twilio, settings, fault, in_doubt
 ):
@@ -151,10 +157,13 @@ def test_the_same_words_sent_before_are_not_mistaken_for_the_answer_in_doubt(
     assert OutboundSms.objects.exclude(twilio_sid=None).count() == 2
 
 
-@pytest.mark.parametrize(("code", "words"), [
-    (21211, "not a valid phone number"),
-    (21610, "blocked texts"),
-])
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (21211, "not a valid phone number"),
+        (21610, "blocked texts"),
+    ],
+)
 def test_a_permanent_error_fails_the_answer_and_tells_the_advisor_why(
     conversation, advisor, worker, published, fake_twilio, code, words, settings
 ):
@@ -176,8 +185,9 @@ def test_a_permanent_error_fails_the_answer_and_tells_the_advisor_why(
     assert len(fake_twilio.creates()) == 1
 
 
-def test_an_answer_is_given_up_after_the_last_attempt(conversation, advisor, worker, published,
-                                                       fake_twilio, monkeypatch):
+def test_an_answer_is_given_up_after_the_last_attempt(
+    conversation, advisor, worker, published, fake_twilio, monkeypatch
+):
     monkeypatch.setattr(worker_module, "SEND_MAX_ATTEMPTS", 3)
     for _ in range(3):
         fake_twilio.fail_next("POST", status=503, code=20503)
@@ -190,8 +200,9 @@ def test_an_answer_is_given_up_after_the_last_attempt(conversation, advisor, wor
     assert published[-1]["delivery"] == "failed"
 
 
-def test_a_later_text_of_a_thread_waits_for_an_earlier_one(conversation, advisor, worker,
-                                                           fake_twilio):
+def test_a_later_text_of_a_thread_waits_for_an_earlier_one(
+    conversation, advisor, worker, fake_twilio
+):
     fake_twilio.fail_next("POST", status=429, code=20429)
     answer(conversation, advisor, "först")
     answer(conversation, advisor, "sedan")
@@ -224,8 +235,9 @@ def test_a_restarted_worker_sends_what_was_queued_before(conversation, advisor, 
     assert [m["body"] for m in fake_twilio.created()] == ["ett", "två"]
 
 
-def test_answering_with_the_sms_channel_off_is_refused_and_stores_nothing(conversation, advisor,
-                                                                         settings):
+def test_answering_with_the_sms_channel_off_is_refused_and_stores_nothing(
+    conversation, advisor, settings
+):
     from advice.models import DomainError
 
     settings.SMS_ENABLED = False
@@ -249,8 +261,11 @@ def test_a_delivered_answer_is_deleted_at_twilio_retrying_while_twilio_says_not_
     client = Client()
     from tests.twilio_peer import status_fields
 
-    response = post_signed(client, f"/sms/status?o={row.public_id}",
-                           status_fields(sid=row.twilio_sid, status="delivered", to=SENDER))
+    response = post_signed(
+        client,
+        f"/sms/status?o={row.public_id}",
+        status_fields(sid=row.twilio_sid, status="delivered", to=SENDER),
+    )
     assert response.status_code == 204
     fake_twilio.fail_next("DELETE", status=409, code=20009)
     worker.run_until_idle()
@@ -271,8 +286,9 @@ def test_a_text_already_gone_at_twilio_counts_as_deleted(fake_twilio, worker):
     assert TwilioDeletion.objects.count() == 0
 
 
-def test_deleting_at_twilio_can_be_switched_off(conversation, advisor, worker, fake_twilio,
-                                                settings):
+def test_deleting_at_twilio_can_be_switched_off(
+    conversation, advisor, worker, fake_twilio, settings
+):
     settings.TWILIO_DELETE_MESSAGES = False
     post_signed(Client(), "/sms/inbound", inbound_fields(sender=SENDER, body="igen"))
     worker.run_until_idle()
@@ -313,27 +329,35 @@ def test_an_undelivered_callback_fails_the_answer_with_the_operators_reason(
     message = answer(conversation, advisor)
     worker.run_until_idle()
     row = OutboundSms.objects.get()
-    response = post_signed(Client(), f"/sms/status?o={row.public_id}",
-                           status_fields(sid=row.twilio_sid, status="undelivered", to=SENDER,
-                                         error_code="30003"))
+    response = post_signed(
+        Client(),
+        f"/sms/status?o={row.public_id}",
+        status_fields(sid=row.twilio_sid, status="undelivered", to=SENDER, error_code="30003"),
+    )
     assert response.status_code == 204
     message.refresh_from_db()
     assert message.data["delivery"] == "failed"
     assert "unreachable" in message.data["delivery_error"]
     # A "delivered" arriving after the failure does not revive it.
-    post_signed(Client(), f"/sms/status?o={row.public_id}",
-                status_fields(sid=row.twilio_sid, status="delivered", to=SENDER))
+    post_signed(
+        Client(),
+        f"/sms/status?o={row.public_id}",
+        status_fields(sid=row.twilio_sid, status="delivered", to=SENDER),
+    )
     row.refresh_from_db()
     assert (row.status, row.error_code) == ("undelivered", "30003")
 
 
-@pytest.mark.parametrize(("text", "parts"), [
-    ("a" * 1600, 1),
-    ("a" * 1601, 2),
-    ("😀" * 800, 1),  # 1,600 UTF-16 units
-    ("😀" * 801, 2),
-    (("ord " * 1000).strip(), 3),
-])
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("a" * 1600, 1),
+        ("a" * 1601, 2),
+        ("😀" * 800, 1),  # 1,600 UTF-16 units
+        ("😀" * 801, 2),
+        (("ord " * 1000).strip(), 3),
+    ],
+)
 def test_answers_are_split_within_twilios_1600_character_limit(text, parts):
     from sms.outbox import split_text, utf16_length
 

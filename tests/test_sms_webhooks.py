@@ -27,7 +27,13 @@ pytestmark = pytest.mark.django_db
 
 SENDER = "+46701234567"
 MODELS = [
-    Conversation, ConversationEvent, Message, InboundSms, OutboundSms, SmsThread, SmsOptOut,
+    Conversation,
+    ConversationEvent,
+    Message,
+    InboundSms,
+    OutboundSms,
+    SmsThread,
+    SmsOptOut,
     TwilioDeletion,
 ]
 
@@ -45,8 +51,11 @@ def test_the_sdks_published_test_vector_holds_through_our_wrapper(settings):
     settings.TWILIO_AUTH_TOKEN_SECONDARY = ""
     url = "https://mycompany.com/myapp.php?foo=1&bar=2"
     params = {
-        "CallSid": "CA1234567890ABCDE", "Caller": "+14158675309", "Digits": "1234",
-        "From": "+14158675309", "To": "+18005551212",
+        "CallSid": "CA1234567890ABCDE",
+        "Caller": "+14158675309",
+        "Digits": "1234",
+        "From": "+14158675309",
+        "To": "+18005551212",
     }
     expected = "RSOYDt4T1cUTdK1PDd93/VVr8B8="
     assert RequestValidator("12345").compute_signature(url, params) == expected
@@ -65,10 +74,17 @@ def test_a_signed_text_is_accepted_with_every_field_twilio_sends(client, sms_on)
 
 
 @pytest.mark.parametrize("path", ["/sms/inbound", "/sms/status"])
-@pytest.mark.parametrize("case", [
-    "unsigned", "wrong token", "garbage signature", "signed for another url",
-    "signed for the request's own host", "changed body after signing",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unsigned",
+        "wrong token",
+        "garbage signature",
+        "signed for another url",
+        "signed for the request's own host",
+        "changed body after signing",
+    ],
+)
 def test_a_badly_signed_request_is_refused_with_403_and_writes_nothing(client, sms_on, path, case):
     """T-2, and a replayed signature with a changed body."""
     if path == "/sms/inbound":
@@ -101,14 +117,21 @@ def test_the_signature_is_checked_against_the_configured_url_not_the_requests_ho
     """T-3: spoofed Host and forwarded headers change nothing."""
     fields = inbound_fields(sender=SENDER, body="hej")
     response = post_signed(
-        client, "/sms/inbound", fields, HTTP_HOST="localhost",
+        client,
+        "/sms/inbound",
+        fields,
+        HTTP_HOST="localhost",
         headers={"X-Forwarded-Host": "attacker.example", "X-Forwarded-Proto": "http"},
     )
     assert response.status_code == 200
     forged = inbound_fields(sender=SENDER, body="hej")
     response = post_signed(
-        client, "/sms/inbound", forged, url="http://attacker.example/sms/inbound",
-        HTTP_HOST="localhost", headers={"X-Forwarded-Host": "attacker.example"},
+        client,
+        "/sms/inbound",
+        forged,
+        url="http://attacker.example/sms/inbound",
+        HTTP_HOST="localhost",
+        headers={"X-Forwarded-Host": "attacker.example"},
     )
     assert response.status_code == 403
     assert InboundSms.objects.count() == 1
@@ -127,15 +150,21 @@ def test_during_a_token_rotation_both_tokens_are_accepted_and_no_other(client, s
     """T-10."""
     settings.TWILIO_AUTH_TOKEN_SECONDARY = SECONDARY_TOKEN
     for token in (AUTH_TOKEN, SECONDARY_TOKEN):
-        response = post_signed(client, "/sms/inbound",
-                               inbound_fields(sender=SENDER, body="hej"), token=token)
+        response = post_signed(
+            client, "/sms/inbound", inbound_fields(sender=SENDER, body="hej"), token=token
+        )
         assert response.status_code == 200
-    response = post_signed(client, "/sms/inbound", inbound_fields(sender=SENDER, body="hej"),
-                           token="an-old-revoked-token")
+    response = post_signed(
+        client,
+        "/sms/inbound",
+        inbound_fields(sender=SENDER, body="hej"),
+        token="an-old-revoked-token",
+    )
     assert response.status_code == 403
     settings.TWILIO_AUTH_TOKEN_SECONDARY = ""
-    response = post_signed(client, "/sms/inbound", inbound_fields(sender=SENDER, body="hej"),
-                           token=SECONDARY_TOKEN)
+    response = post_signed(
+        client, "/sms/inbound", inbound_fields(sender=SENDER, body="hej"), token=SECONDARY_TOKEN
+    )
     assert response.status_code == 403
     assert InboundSms.objects.count() == 2
 
@@ -147,11 +176,16 @@ def test_a_json_body_is_checked_against_its_signed_hash(client, sms_on):
     body = '{"MessageSid": "x"}'
     path = "/sms/status?bodySHA256=" + hashlib.sha256(body.encode()).hexdigest()
     signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, {})
-    replayed = client.post(path, '{"MessageSid": "y"}', content_type="application/json",
-                           headers={"X-Twilio-Signature": signature})
+    replayed = client.post(
+        path,
+        '{"MessageSid": "y"}',
+        content_type="application/json",
+        headers={"X-Twilio-Signature": signature},
+    )
     assert replayed.status_code == 403
-    genuine = client.post(path, body, content_type="application/json",
-                          headers={"X-Twilio-Signature": signature})
+    genuine = client.post(
+        path, body, content_type="application/json", headers={"X-Twilio-Signature": signature}
+    )
     # Signed right, but this service takes Twilio's form-encoded webhooks only.
     assert genuine.status_code == 415
 
@@ -185,15 +219,15 @@ def _views(patterns, prefix=""):
 def test_the_twilio_webhooks_are_the_only_csrf_exempt_views():
     """T-6: enumerate the URLconf."""
     exempt = sorted(
-        path for path, view in _views(get_resolver().url_patterns)
+        path
+        for path, view in _views(get_resolver().url_patterns)
         if getattr(view, "csrf_exempt", False)
     )
     assert exempt == ["sms/inbound", "sms/status"]
 
 
 @pytest.mark.parametrize("path", ["/sms/inbound", "/sms/status"])
-def test_with_the_sms_channel_off_the_webhooks_answer_404_and_write_nothing(client, settings,
-                                                                             path):
+def test_with_the_sms_channel_off_the_webhooks_answer_404_and_write_nothing(client, settings, path):
     settings.SMS_ENABLED = False
     settings.TWILIO_AUTH_TOKEN = AUTH_TOKEN
     settings.TWILIO_WEBHOOK_BASE_URL = BASE_URL
@@ -232,22 +266,25 @@ def _without(fields, name):
     return {k: v for k, v in fields.items() if k != name}
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    (lambda f: _without(f, "MessageSid"), "missing_field: MessageSid"),
-    (lambda f: _without(f, "From"), "missing_field: From"),
-    (lambda f: _without(f, "To"), "missing_field: To"),
-    (lambda f: _without(f, "Body"), "missing_field: Body"),
-    (lambda f: {**f, "MessageSid": "SM123"}, "invalid_field: MessageSid"),
-    (lambda f: {**f, "MessageSid": "XX" + "a" * 32}, "invalid_field: MessageSid"),
-    (lambda f: {**f, "From": "0701234567"}, "invalid_field: From"),
-    (lambda f: {**f, "From": "whatsapp:+46701234567"}, "invalid_field: From"),
-    (lambda f: {**f, "From": "+46 70 123 45 67"}, "invalid_field: From"),
-    (lambda f: {**f, "To": "line"}, "invalid_field: To"),
-    (lambda f: {**f, "NumMedia": "many"}, "invalid_field: NumMedia"),
-    (lambda f: {**f, "NumMedia": "-1"}, "invalid_field: NumMedia"),
-    (lambda f: {**f, "NumMedia": "11"}, "invalid_field: NumMedia"),
-    (lambda f: {**f, "Body": "x" * 4001}, "body_too_long: Body"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda f: _without(f, "MessageSid"), "missing_field: MessageSid"),
+        (lambda f: _without(f, "From"), "missing_field: From"),
+        (lambda f: _without(f, "To"), "missing_field: To"),
+        (lambda f: _without(f, "Body"), "missing_field: Body"),
+        (lambda f: {**f, "MessageSid": "SM123"}, "invalid_field: MessageSid"),
+        (lambda f: {**f, "MessageSid": "XX" + "a" * 32}, "invalid_field: MessageSid"),
+        (lambda f: {**f, "From": "0701234567"}, "invalid_field: From"),
+        (lambda f: {**f, "From": "whatsapp:+46701234567"}, "invalid_field: From"),
+        (lambda f: {**f, "From": "+46 70 123 45 67"}, "invalid_field: From"),
+        (lambda f: {**f, "To": "line"}, "invalid_field: To"),
+        (lambda f: {**f, "NumMedia": "many"}, "invalid_field: NumMedia"),
+        (lambda f: {**f, "NumMedia": "-1"}, "invalid_field: NumMedia"),
+        (lambda f: {**f, "NumMedia": "11"}, "invalid_field: NumMedia"),
+        (lambda f: {**f, "Body": "x" * 4001}, "body_too_long: Body"),
+    ],
+)
 def test_malformed_or_missing_fields_get_400_and_write_nothing(client, sms_on, change, expected):
     fields = change(inbound_fields(sender=SENDER, body="hej"))
     before = row_counts()
@@ -287,15 +324,22 @@ def test_a_text_to_a_number_that_is_not_the_lines_gets_404_and_writes_nothing(cl
         assert post_signed(client, "/sms/inbound", fields).status_code == 200
 
 
-@pytest.mark.parametrize(("fields", "expected"), [
-    ({"MessageSid": "nope", "MessageStatus": "sent"}, "invalid_field: MessageSid"),
-    ({"MessageStatus": "sent"}, "invalid_field: MessageSid"),
-    ({"MessageSid": "SM" + "b" * 32}, "invalid_field: MessageStatus"),
-    ({"MessageSid": "SM" + "b" * 32, "MessageStatus": "teleported"},
-     "invalid_field: MessageStatus"),
-    ({"MessageSid": "SM" + "b" * 32, "MessageStatus": "failed", "ErrorCode": "x1"},
-     "invalid_field: ErrorCode"),
-])
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"MessageSid": "nope", "MessageStatus": "sent"}, "invalid_field: MessageSid"),
+        ({"MessageStatus": "sent"}, "invalid_field: MessageSid"),
+        ({"MessageSid": "SM" + "b" * 32}, "invalid_field: MessageStatus"),
+        (
+            {"MessageSid": "SM" + "b" * 32, "MessageStatus": "teleported"},
+            "invalid_field: MessageStatus",
+        ),
+        (
+            {"MessageSid": "SM" + "b" * 32, "MessageStatus": "failed", "ErrorCode": "x1"},
+            "invalid_field: ErrorCode",
+        ),
+    ],
+)
 def test_a_malformed_status_callback_gets_400_and_writes_nothing(client, sms_on, fields, expected):
     fields = {**fields, "AccountSid": ACCOUNT_SID}
     before = row_counts()
@@ -313,8 +357,9 @@ def test_a_status_callback_with_a_malformed_outbox_id_gets_400(client, sms_on):
 
 def test_a_status_callback_for_an_unknown_message_changes_nothing(client, sms_on):
     before = row_counts()
-    response = post_signed(client, "/sms/status",
-                           status_fields(sid=new_sid(), status="delivered", to=SENDER))
+    response = post_signed(
+        client, "/sms/status", status_fields(sid=new_sid(), status="delivered", to=SENDER)
+    )
     assert response.status_code == 204
     assert row_counts() == before
 
@@ -322,7 +367,11 @@ def test_a_status_callback_for_an_unknown_message_changes_nothing(client, sms_on
 def test_a_form_post_without_the_form_content_type_is_refused(client, sms_on):
     fields = inbound_fields(sender=SENDER, body="hej")
     signature = sign(BASE_URL + "/sms/inbound", {})
-    response = client.post("/sms/inbound", urlencode(fields), content_type="text/plain",
-                           headers={"X-Twilio-Signature": signature})
+    response = client.post(
+        "/sms/inbound",
+        urlencode(fields),
+        content_type="text/plain",
+        headers={"X-Twilio-Signature": signature},
+    )
     assert response.status_code == 415
     assert InboundSms.objects.count() == 0

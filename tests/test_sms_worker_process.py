@@ -40,9 +40,12 @@ SENDER = "+46701234567"
 
 def twilio_env(api_url: str, base_url: str = BASE_URL, **extra: str) -> dict[str, str]:
     return {
-        "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "TWILIO_WEBHOOK_BASE_URL": base_url, "TWILIO_FROM_NUMBER": LINE_NUMBER,
-        "TWILIO_API_BASE_URL": api_url, **extra,
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_WEBHOOK_BASE_URL": base_url,
+        "TWILIO_FROM_NUMBER": LINE_NUMBER,
+        "TWILIO_API_BASE_URL": api_url,
+        **extra,
     }
 
 
@@ -54,7 +57,10 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "worker", "--lease", "2", "--poll", "0.1"],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             start_new_session=True,
         )
         return self
@@ -94,8 +100,12 @@ def queued_answer(fake_twilio, advisor):
     fake_twilio.reset()
     conversation = Conversation.objects.get()
     conversation.take(advisor)
-    conversation.post(sender=Message.Sender.ADVISOR, text="Hej, vi hjälper dig gärna.",
-                      client_id="a1", advisor=advisor)
+    conversation.post(
+        sender=Message.Sender.ADVISOR,
+        text="Hej, vi hjälper dig gärna.",
+        client_id="a1",
+        advisor=advisor,
+    )
     return OutboundSms.objects.get()
 
 
@@ -120,8 +130,11 @@ def test_a_worker_killed_mid_send_and_restarted_sends_the_answer_exactly_once(
 
     second = WorkerProcess(fake_twilio.url).start()
     try:
-        wait_for(lambda: OutboundSms.objects.exclude(twilio_sid=None).exists(), timeout=30,
-                 what="the restarted worker")
+        wait_for(
+            lambda: OutboundSms.objects.exclude(twilio_sid=None).exists(),
+            timeout=30,
+            what="the restarted worker",
+        )
     finally:
         second.stop()
     [message] = fake_twilio.created()
@@ -139,8 +152,10 @@ def test_a_separate_worker_process_turns_stored_texts_into_conversations(fake_tw
     assert Conversation.objects.count() == 0
     worker = WorkerProcess(fake_twilio.url).start()
     try:
-        wait_for(lambda: not InboundSms.objects.filter(processed_at=None).exists(),
-                 what="the texts to be processed")
+        wait_for(
+            lambda: not InboundSms.objects.filter(processed_at=None).exists(),
+            what="the texts to be processed",
+        )
         wait_for(lambda: len(fake_twilio.deletes()) == 3, what="the deletions at Twilio")
     finally:
         worker.stop()
@@ -159,9 +174,13 @@ def test_inside_a_real_daphne_the_worker_carries_a_text_to_the_console_and_back(
     try:
         fields = inbound_fields(sender=SENDER, body="Hej från en skolsköterska")
         request = urllib.request.Request(
-            base + "/sms/inbound", data=urlencode(fields).encode(), method="POST",
-            headers={"X-Twilio-Signature": sign(base + "/sms/inbound", fields),
-                     "Content-Type": "application/x-www-form-urlencoded"},
+            base + "/sms/inbound",
+            data=urlencode(fields).encode(),
+            method="POST",
+            headers={
+                "X-Twilio-Signature": sign(base + "/sms/inbound", fields),
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
@@ -181,9 +200,11 @@ async def _advisor_answers(server: Daphne, advisor) -> None:
 
     cookie = await database_sync_to_async(session_cookie)(advisor)
     async with websockets.connect(
-        server.ws_url + "/ws/advisor/", origin="http://127.0.0.1",
+        server.ws_url + "/ws/advisor/",
+        origin="http://127.0.0.1",
         additional_headers={"Cookie": cookie},
     ) as console:
+
         async def frame(kind, **match):
             while True:
                 got = json.loads(await asyncio.wait_for(console.recv(), 10))
@@ -198,8 +219,16 @@ async def _advisor_answers(server: Daphne, advisor) -> None:
         await console.send(json.dumps({"type": "take", "conversation": summary["id"]}))
         text = await frame("message", **{"from": "visitor"})
         assert text["text"] == "Hej från en skolsköterska"
-        await console.send(json.dumps({"type": "send", "conversation": summary["id"],
-                                       "client_id": "x1", "text": "Vi svarar här."}))
+        await console.send(
+            json.dumps(
+                {
+                    "type": "send",
+                    "conversation": summary["id"],
+                    "client_id": "x1",
+                    "text": "Vi svarar här.",
+                }
+            )
+        )
         await frame("ack")
 
 
@@ -209,8 +238,13 @@ def test_the_worker_command_says_so_when_the_sms_channel_is_off():
         if name.startswith("TWILIO_"):
             env.pop(name)
     result = subprocess.run(
-        [sys.executable, "manage.py", "worker"], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=60, check=False,
+        [sys.executable, "manage.py", "worker"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0
     assert "SMS channel is off" in result.stdout

@@ -111,7 +111,8 @@ def test_twenty_advisor_sockets_taking_one_conversation_at_once_give_one_winner_
     def take(i: int, barrier: threading.Barrier) -> dict[str, Any]:
         async def scenario() -> dict[str, Any]:
             console = WebsocketCommunicator(
-                application(), "/ws/advisor/",
+                application(),
+                "/ws/advisor/",
                 headers=[(b"origin", ORIGIN), (b"cookie", cookies[i].encode())],
             )
             connected, _ = await console.connect(timeout=10)
@@ -199,7 +200,9 @@ def test_concurrent_sends_into_one_conversation_get_gap_free_unique_seqs():
         seqs = []
         for n in range(per_thread):
             message, created, _events = mine.post(
-                sender=sender, text=f"{i}-{n}", client_id=f"{i}-{n}",
+                sender=sender,
+                text=f"{i}-{n}",
+                client_id=f"{i}-{n}",
                 advisor=advisor if sender == Message.Sender.ADVISOR else None,
             )
             assert created
@@ -235,8 +238,7 @@ def test_the_same_text_retried_at_once_on_several_connections_is_stored_once():
     assert conversation.messages.count() == 1
 
 
-def test_concurrent_sends_on_sockets_are_acked_with_unique_seqs_and_every_socket_sees_them(
-):
+def test_concurrent_sends_on_sockets_are_acked_with_unique_seqs_and_every_socket_sees_them():
     """Two tabs of the visitor and two consoles of the advisor, each on its own loop (like four
     processes), write at once. On a real channel layer each socket then holds the whole stream,
     once and in order; on the in-memory layer, which joins no processes, the database alone is
@@ -263,7 +265,8 @@ def test_concurrent_sends_on_sockets_are_acked_with_unique_seqs_and_every_socket
             connected, _ = await socket.connect(timeout=10)
             assert connected
             await socket.send_json_to(
-                {"type": "resume", "token": token} if is_visitor
+                {"type": "resume", "token": token}
+                if is_visitor
                 else {"type": "resume", "conversations": {public_id: 0}}
             )
             seen: list[int] = []

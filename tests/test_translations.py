@@ -89,7 +89,8 @@ def visitor_choice_msgids() -> frozenset[str]:
             continue
         package = importlib.import_module(config.name)
         names = [config.name] + [
-            f"{config.name}.{m.name}" for m in pkgutil.iter_modules(package.__path__)
+            f"{config.name}.{m.name}"
+            for m in pkgutil.iter_modules(package.__path__)
             if m.name not in {"migrations", "tests"}
         ]
         for name in names:
@@ -104,8 +105,10 @@ def visitor_choice_msgids() -> frozenset[str]:
 def choice_labels(value: object) -> list[object]:
     if isinstance(value, type) and issubclass(value, models.Choices):
         return [label for _value, label in value.choices]
-    if isinstance(value, list | tuple) and value and all(
-        isinstance(pair, tuple) and len(pair) == 2 for pair in value
+    if (
+        isinstance(value, list | tuple)
+        and value
+        and all(isinstance(pair, tuple) and len(pair) == 2 for pair in value)
     ):
         return [label for _value, label in value]
     return []
@@ -174,8 +177,12 @@ def test_the_visitor_side_has_messages_to_translate():
     """Guards the tests below against passing on an empty set."""
     keys = all_visitor_keys()
     assert len(keys) > 20
-    assert any(path.startswith("templates/chat/") for code in LANGUAGES
-               for e in catalogue(code) for path, _line in e.occurrences)
+    assert any(
+        path.startswith("templates/chat/")
+        for code in LANGUAGES
+        for e in catalogue(code)
+        for path, _line in e.occurrences
+    )
     assert visitor_choice_msgids(), "no choice the visitor sees was found in the chat app"
     assert {msgid for _ctx, msgid in keys} >= visitor_choice_msgids()
 
@@ -259,8 +266,11 @@ def test_latin_script_translations_are_not_copies_of_the_original(code):
     po = catalogue(code)
     keys = all_visitor_keys()
     copies = [
-        e.msgid for e in po
-        if not e.obsolete and key_of(e) in keys and e.msgstr == e.msgid
+        e.msgid
+        for e in po
+        if not e.obsolete
+        and key_of(e) in keys
+        and e.msgstr == e.msgid
         and len(WORD.findall(e.msgid)) > 1
     ]
     assert not copies, "\n".join(copies)
@@ -297,7 +307,8 @@ def kept_names() -> set[str]:
     from advice.choices import COUNTIES, INTERPRETER_LANGUAGES
 
     return {
-        settings.SERVICE_NAME, settings.VISITOR_PAGE_TITLE,
+        settings.SERVICE_NAME,
+        settings.VISITOR_PAGE_TITLE,
         *(name for _code, name in settings.LANGUAGES),
         *(str(name) for code, name in INTERPRETER_LANGUAGES if code != "other"),
         *(name for _code, name in COUNTIES),
@@ -359,8 +370,10 @@ def test_no_visitor_page_shows_text_that_was_not_translated(client, code, path):
     script_strings = strings_in(config.get("strings", {}))
     names = kept_names()
     left_over = [
-        text for text in page.texts + script_strings
-        if not SCRIPTS[code].search(text) and text not in names
+        text
+        for text in page.texts + script_strings
+        if not SCRIPTS[code].search(text)
+        and text not in names
         and KEPT_AS_IS.sub("", TAG.sub("", PLACEHOLDER.sub("", text))).strip()
     ]
     assert not left_over, left_over
@@ -369,8 +382,20 @@ def test_no_visitor_page_shows_text_that_was_not_translated(client, code, path):
 # --- a fresh extraction ---------------------------------------------------------------------
 
 NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", "node_modules", "locale", "staticfiles", "__pycache__", "*.sqlite3",
-    ".pytest_cache", ".ruff_cache", ".hypothesis", "bench", "docs", "*.mo", "*.po",
+    ".git",
+    ".venv",
+    "node_modules",
+    "locale",
+    "staticfiles",
+    "__pycache__",
+    "*.sqlite3",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "bench",
+    "docs",
+    "*.mo",
+    "*.po",
 )
 
 
@@ -382,9 +407,20 @@ def fresh_extraction(tmp_path_factory) -> polib.POFile:
     shutil.copytree(ROOT, copy, ignore=NOT_SOURCE)
     (copy / "locale").mkdir()
     result = subprocess.run(
-        [sys.executable, "manage.py", "makemessages", "-l", "en", "--no-obsolete",
-         "--ignore=.venv", "--ignore=node_modules"],
-        cwd=copy, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "manage.py",
+            "makemessages",
+            "-l",
+            "en",
+            "--no-obsolete",
+            "--ignore=.venv",
+            "--ignore=node_modules",
+        ],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
     )
     assert result.returncode == 0, result.stderr
@@ -394,8 +430,11 @@ def fresh_extraction(tmp_path_factory) -> polib.POFile:
 def test_a_fresh_extraction_finds_the_visitor_pages(fresh_extraction):
     keys = visitor_keys(fresh_extraction)
     assert len(keys) > 20
-    assert any(path.startswith("templates/chat/")
-               for e in fresh_extraction for path, _line in e.occurrences)
+    assert any(
+        path.startswith("templates/chat/")
+        for e in fresh_extraction
+        for path, _line in e.occurrences
+    )
 
 
 @pytest.mark.parametrize("code", LANGUAGES)

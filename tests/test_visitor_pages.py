@@ -63,7 +63,8 @@ class Page(HTMLParser):
 
     def find_all(self, tag: str, **attributes: str) -> list[dict[str, str]]:
         return [
-            attrs for t, attrs in self.elements
+            attrs
+            for t, attrs in self.elements
             if t == tag and all(attrs.get(k.replace("_", "-")) == v for k, v in attributes.items())
         ]
 
@@ -165,8 +166,13 @@ print(json.dumps({"status": response.status_code, "headers": dict(response.heade
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=60, check=True,
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["status"] == 200
@@ -205,11 +211,19 @@ def test_the_quick_exit_url_is_a_setting_with_a_neutral_default():
 
 
 def test_a_quick_exit_url_that_is_not_a_web_address_stops_the_start():
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
-           "QUICK_EXIT_URL": "javascript:void(0)"}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "QUICK_EXIT_URL": "javascript:void(0)",
+    }
     result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode != 0
     assert "QUICK_EXIT_URL" in result.stderr
@@ -230,11 +244,23 @@ def test_exit_answers_200_with_clear_site_data_and_no_store(client):
 # --- no traces -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("forbidden", [
-    "serviceWorker.register", "Notification", "PushManager", "localStorage.setItem",
-    "indexedDB.open", 'rel="manifest"', "pushState", "new Audio", "<audio", "vibrate(",
-    "document.cookie", "window.open(",
-])
+@pytest.mark.parametrize(
+    "forbidden",
+    [
+        "serviceWorker.register",
+        "Notification",
+        "PushManager",
+        "localStorage.setItem",
+        "indexedDB.open",
+        'rel="manifest"',
+        "pushState",
+        "new Audio",
+        "<audio",
+        "vibrate(",
+        "document.cookie",
+        "window.open(",
+    ],
+)
 def test_the_front_end_never_uses_what_would_leave_a_trace(forbidden):
     assert FRONT_END
     for path in FRONT_END:
@@ -325,8 +351,15 @@ def test_the_chat_form_repeats_the_exit_and_history_warning(client):
 
 def test_the_safety_page_says_what_the_service_keeps_and_how_to_browse_privately(client):
     text = client.get("/en/about/").content.decode()
-    for phrase in ("private window", "IP address", "keeps the conversation", "Close the tab",
-                   "112", "020-50 50 50", "116 111"):
+    for phrase in (
+        "private window",
+        "IP address",
+        "keeps the conversation",
+        "Close the tab",
+        "112",
+        "020-50 50 50",
+        "116 111",
+    ):
         assert phrase in text, phrase
 
 
@@ -340,8 +373,11 @@ def test_the_pages_speak_swedish_by_default_and_the_script_gets_its_words_transl
     assert strings["positionNext"] != "You are next in the queue."
     english = config_of(client.get("/en/chat/").content.decode())
     assert english["strings"]["positionNext"] == "You are next in the queue."
-    assert english["chat"] == {"socketPath": "/ws/chat/", "language": "en",
-                               "maxLength": settings.MAX_MESSAGE_LENGTH}
+    assert english["chat"] == {
+        "socketPath": "/ws/chat/",
+        "language": "en",
+        "maxLength": settings.MAX_MESSAGE_LENGTH,
+    }
 
 
 # --- the quick-exit beacon ----------------------------------------------------------------
@@ -362,9 +398,7 @@ def beacon(client: Client, token: str | None, *, csrf: bool = True) -> Any:
 
 
 def start_conversation(**options: Any) -> tuple[Conversation, str]:
-    conversation, token, _events = Conversation.start_web(
-        language="en", writer="young", **options
-    )
+    conversation, token, _events = Conversation.start_web(language="en", writer="young", **options)
     return conversation, token
 
 
@@ -477,8 +511,9 @@ async def test_the_quick_exit_frame_ends_the_conversation_closes_the_socket_and_
     while output["type"] == "websocket.send":  # what was on its way before the exit
         output = await visitor.receive_output(timeout=3)
     assert output == {"type": "websocket.close", "code": 4000}
-    left = await receive_until(console, "message", conversation=conversation_id,
-                               event="visitor_left")
+    left = await receive_until(
+        console, "message", conversation=conversation_id, event="visitor_left"
+    )
     assert left["data"] == {"reason": "quick_exit"}
     ended = await receive_until(console, "conversation")
     assert ended["conversation"]["end_reason"] == "quick_exit"

@@ -66,8 +66,8 @@ def only_conversation() -> Conversation:
 @database_sync_to_async
 def texts_of(public_id: str) -> list[str]:
     return [
-        m.text for m in Message.objects.filter(conversation__public_id=public_id, event="")
-        .order_by("seq")
+        m.text
+        for m in Message.objects.filter(conversation__public_id=public_id, event="").order_by("seq")
     ]
 
 
@@ -130,7 +130,8 @@ async def test_leaving_the_queue_abandons_the_conversation_and_advisors_see_it_g
     assert left["from"] == "system"
     assert left["event"] == "visitor_left"
     assert (await receive_until(visitor, "state", status="abandoned")) == {
-        "type": "state", "status": "abandoned",
+        "type": "state",
+        "status": "abandoned",
     }
     # The next queue frame (within one refresh) no longer has it.
     assert await queue_ids(console) == []
@@ -146,18 +147,38 @@ async def test_leaving_the_queue_abandons_the_conversation_and_advisors_see_it_g
 
 async def test_the_start_frame_stores_only_what_the_form_asks(advisor):
     visitor, token = await start_visitor(
-        language="en", writer="professional", interpreter_needed=True,
-        interpreter_language="ar", county="AB", safe_now="unknown",
+        language="en",
+        writer="professional",
+        interpreter_needed=True,
+        interpreter_language="ar",
+        county="AB",
+        safe_now="unknown",
     )
     console, _ = await advisor_socket(advisor)
     summary = (await receive_until(console, "queue"))["waiting"][0]
-    assert {k: summary[k] for k in (
-        "channel", "status", "writer", "language", "interpreter_needed", "interpreter_language",
-        "county", "safe_now", "urgent",
-    )} == {
-        "channel": "web", "status": "waiting", "writer": "professional", "language": "en",
-        "interpreter_needed": True, "interpreter_language": "ar", "county": "AB",
-        "safe_now": "unknown", "urgent": False,
+    assert {
+        k: summary[k]
+        for k in (
+            "channel",
+            "status",
+            "writer",
+            "language",
+            "interpreter_needed",
+            "interpreter_language",
+            "county",
+            "safe_now",
+            "urgent",
+        )
+    } == {
+        "channel": "web",
+        "status": "waiting",
+        "writer": "professional",
+        "language": "en",
+        "interpreter_needed": True,
+        "interpreter_language": "ar",
+        "county": "AB",
+        "safe_now": "unknown",
+        "urgent": False,
     }
     # The token is long and random, and only its hash is kept.
     assert len(token) >= 43
@@ -179,7 +200,8 @@ async def test_the_visitor_and_the_advisor_talk_and_see_each_other_typing_until_
     await take(console, conversation_id)
 
     assert (await receive_until(visitor, "state", status="active")) == {
-        "type": "state", "status": "active",
+        "type": "state",
+        "status": "active",
     }
     joined = await receive_until(visitor, "message")
     assert joined["event"] == "advisor_joined"
@@ -189,7 +211,9 @@ async def test_the_visitor_and_the_advisor_talk_and_see_each_other_typing_until_
     # Visitor → advisor.
     await visitor.send_json_to({"type": "typing"})
     assert (await receive_until(console, "typing")) == {
-        "type": "typing", "conversation": conversation_id, "from": "visitor",
+        "type": "typing",
+        "conversation": conversation_id,
+        "from": "visitor",
     }
     await visitor.send_json_to({"type": "send", "client_id": "v-1", "text": "Jag behöver hjälp"})
     ack = await receive_until(visitor, "ack")
@@ -205,13 +229,19 @@ async def test_the_visitor_and_the_advisor_talk_and_see_each_other_typing_until_
     # Advisor → visitor.
     await console.send_json_to({"type": "typing", "conversation": conversation_id})
     assert (await receive_until(visitor, "typing")) == {"type": "typing", "from": "advisor"}
-    await console.send_json_to({
-        "type": "send", "conversation": conversation_id, "client_id": "a-1",
-        "text": "Jag finns här. Berätta.",
-    })
+    await console.send_json_to(
+        {
+            "type": "send",
+            "conversation": conversation_id,
+            "client_id": "a-1",
+            "text": "Jag finns här. Berätta.",
+        }
+    )
     advisor_ack = await receive_until(console, "ack")
     assert advisor_ack == {
-        "type": "ack", "conversation": conversation_id, "client_id": "a-1",
+        "type": "ack",
+        "conversation": conversation_id,
+        "client_id": "a-1",
         "seq": ack["seq"] + 1,
     }
     reply = await receive_until(visitor, "message")
@@ -248,7 +278,8 @@ async def test_the_advisor_ends_the_conversation_and_the_visitor_is_told(advisor
     closed = await receive_until(visitor, "message", event="closed")
     assert closed["from"] == "system"
     assert (await receive_until(visitor, "state", status="closed")) == {
-        "type": "state", "status": "closed",
+        "type": "state",
+        "status": "closed",
     }
     summary = (await receive_until(console, "conversation"))["conversation"]
     assert summary["status"] == "closed"
@@ -341,8 +372,13 @@ async def test_a_visitors_token_opens_its_own_conversation_and_no_other(advisor)
     @database_sync_to_async
     def texts_by_token() -> dict[str, list[str]]:
         return {
-            who: [m.text for m in Conversation.objects.for_visitor_token(token).get()
-                  .messages.filter(event="").order_by("seq")]
+            who: [
+                m.text
+                for m in Conversation.objects.for_visitor_token(token)
+                .get()
+                .messages.filter(event="")
+                .order_by("seq")
+            ]
             for who, token in (("anna", anna_token), ("bea", bea_token))
         }
 
@@ -367,10 +403,14 @@ async def test_a_reconnect_with_the_token_and_last_seq_gets_exactly_the_missed_m
     # The connection drops; the advisor goes on writing.
     await visitor.disconnect()
     for n in range(3):
-        await console.send_json_to({
-            "type": "send", "conversation": conversation_id, "client_id": f"a-{n}",
-            "text": f"missat {n}",
-        })
+        await console.send_json_to(
+            {
+                "type": "send",
+                "conversation": conversation_id,
+                "client_id": f"a-{n}",
+                "text": f"missat {n}",
+            }
+        )
         await receive_until(console, "ack")
 
     again = await visitor_socket()
@@ -382,9 +422,14 @@ async def test_a_reconnect_with_the_token_and_last_seq_gets_exactly_the_missed_m
     assert [m["seq"] for m in missed] == [last_seq + 1, last_seq + 2, last_seq + 3]
 
     # And the conversation goes on live, without repeats.
-    await console.send_json_to({
-        "type": "send", "conversation": conversation_id, "client_id": "a-3", "text": "live",
-    })
+    await console.send_json_to(
+        {
+            "type": "send",
+            "conversation": conversation_id,
+            "client_id": "a-3",
+            "text": "live",
+        }
+    )
     live = of_type(await drain(again), "message")
     assert [m["text"] for m in live] == ["live"]
 
@@ -420,13 +465,23 @@ async def test_a_text_resent_with_the_same_client_id_is_stored_once_and_acked_wi
     console, _ = await advisor_socket(advisor)
     [conversation_id] = await queue_ids(console)
     await take(console, conversation_id)
-    await console.send_json_to({
-        "type": "send", "conversation": conversation_id, "client_id": "c-42", "text": "svar",
-    })
+    await console.send_json_to(
+        {
+            "type": "send",
+            "conversation": conversation_id,
+            "client_id": "c-42",
+            "text": "svar",
+        }
+    )
     advisor_ack = await receive_until(console, "ack")
-    await console.send_json_to({
-        "type": "send", "conversation": conversation_id, "client_id": "c-42", "text": "svar",
-    })
+    await console.send_json_to(
+        {
+            "type": "send",
+            "conversation": conversation_id,
+            "client_id": "c-42",
+            "text": "svar",
+        }
+    )
     assert await receive_until(console, "ack") == advisor_ack
     assert await texts_of(conversation_id) == ["bara en gång", "svar"]
     await again.disconnect()
@@ -447,7 +502,8 @@ async def test_a_resend_of_a_stored_text_is_acked_even_after_the_conversation_en
 
 
 async def test_an_ended_conversation_can_be_read_again_within_the_grace_period_only(
-    advisor, settings,
+    advisor,
+    settings,
 ):
     visitor, token = await start_visitor()
     await visitor.send_json_to({"type": "leave"})
@@ -501,10 +557,14 @@ async def test_every_state_change_is_written_as_an_event_row(advisor):
     await console.send_json_to({"type": "mark_urgent", "conversation": conversation_id})
     await receive_until(console, "queue")
     await take(console, conversation_id)
-    await console.send_json_to({
-        "type": "set_interpreter", "conversation": conversation_id, "needed": True,
-        "language": "so",
-    })
+    await console.send_json_to(
+        {
+            "type": "set_interpreter",
+            "conversation": conversation_id,
+            "needed": True,
+            "language": "so",
+        }
+    )
     await receive_until(console, "conversation")
     await console.send_json_to(
         {"type": "close", "conversation": conversation_id, "outcome": "advice_given"}
@@ -513,9 +573,9 @@ async def test_every_state_change_is_written_as_an_event_row(advisor):
 
     @database_sync_to_async
     def rows() -> list[tuple[str, int | None, dict]]:
-        return list(ConversationEvent.objects.order_by("id").values_list(
-            "kind", "advisor_id", "data"
-        ))
+        return list(
+            ConversationEvent.objects.order_by("id").values_list("kind", "advisor_id", "data")
+        )
 
     assert await rows() == [
         ("created", None, {"channel": "web"}),
@@ -567,10 +627,14 @@ async def test_events_reach_the_sockets_only_after_their_rows_are_committed(advi
     await take(console, str(conversation.public_id))
     await visitor.send_json_to({"type": "send", "client_id": "v", "text": "hej"})
     await receive_until(visitor, "ack")
-    await console.send_json_to({
-        "type": "send", "conversation": str(conversation.public_id), "client_id": "a",
-        "text": "hej hej",
-    })
+    await console.send_json_to(
+        {
+            "type": "send",
+            "conversation": str(conversation.public_id),
+            "client_id": "a",
+            "text": "hej hej",
+        }
+    )
     await receive_until(visitor, "message", **{"from": "advisor"})
     for _ in range(100):
         if len(probe.seen) == 3:
@@ -633,7 +697,9 @@ async def test_the_estimated_wait_follows_the_recent_waits_even_when_the_place_s
 
     visitor, _ = await start_visitor()
     assert (await receive_until(visitor, "queue")) == {
-        "type": "queue", "position": 1, "estimated_wait_seconds": 120,
+        "type": "queue",
+        "position": 1,
+        "estimated_wait_seconds": 120,
     }
 
     # Someone who started earlier, from another page, is taken after a ten-minute wait.

@@ -57,17 +57,33 @@ def new_sid(prefix: str = "SM") -> str:
 # --- webhooks as Twilio sends them ---------------------------------------------------------------
 
 
-def inbound_fields(*, sender: str, body: str, to: str = LINE_NUMBER, sid: str | None = None,
-                   num_media: int = 0) -> dict[str, str]:
+def inbound_fields(
+    *, sender: str, body: str, to: str = LINE_NUMBER, sid: str | None = None, num_media: int = 0
+) -> dict[str, str]:
     """An incoming-message webhook's fields, in the order and with the (often empty) geo
     fields real Twilio requests carry (TWILIO.md 1a). Every one of them is signed."""
     sid = sid or new_sid("MM" if num_media else "SM")
     fields = {
-        "ToCountry": "SE", "ToState": "", "SmsMessageSid": sid, "NumMedia": str(num_media),
-        "ToCity": "", "FromZip": "", "SmsSid": sid, "FromState": "", "SmsStatus": "received",
-        "FromCity": "", "Body": body, "FromCountry": "SE", "To": to, "ToZip": "",
-        "NumSegments": "1", "ReferralNumMedia": "0", "MessageSid": sid,
-        "AccountSid": ACCOUNT_SID, "From": sender, "ApiVersion": "2010-04-01",
+        "ToCountry": "SE",
+        "ToState": "",
+        "SmsMessageSid": sid,
+        "NumMedia": str(num_media),
+        "ToCity": "",
+        "FromZip": "",
+        "SmsSid": sid,
+        "FromState": "",
+        "SmsStatus": "received",
+        "FromCity": "",
+        "Body": body,
+        "FromCountry": "SE",
+        "To": to,
+        "ToZip": "",
+        "NumSegments": "1",
+        "ReferralNumMedia": "0",
+        "MessageSid": sid,
+        "AccountSid": ACCOUNT_SID,
+        "From": sender,
+        "ApiVersion": "2010-04-01",
     }
     for n in range(num_media):
         fields[f"MediaContentType{n}"] = "image/jpeg"
@@ -78,19 +94,27 @@ def inbound_fields(*, sender: str, body: str, to: str = LINE_NUMBER, sid: str | 
     return fields
 
 
-def status_fields(*, sid: str, status: str, to: str, error_code: str = "",
-                  from_: str = LINE_NUMBER) -> dict[str, str]:
+def status_fields(
+    *, sid: str, status: str, to: str, error_code: str = "", from_: str = LINE_NUMBER
+) -> dict[str, str]:
     """A status callback's fields (TWILIO.md 1b)."""
     fields: dict[str, str] = {}
     if error_code:
         fields["ErrorCode"] = error_code
     if status in ("delivered", "undelivered"):
         fields["RawDlrDoneDate"] = datetime.now(UTC).strftime("%y%m%d%H%M")
-    fields.update({
-        "SmsSid": sid, "SmsStatus": status, "MessageStatus": status, "To": to,
-        "MessageSid": sid, "AccountSid": ACCOUNT_SID, "From": from_,
-        "ApiVersion": "2010-04-01",
-    })
+    fields.update(
+        {
+            "SmsSid": sid,
+            "SmsStatus": status,
+            "MessageStatus": status,
+            "To": to,
+            "MessageSid": sid,
+            "AccountSid": ACCOUNT_SID,
+            "From": from_,
+            "ApiVersion": "2010-04-01",
+        }
+    )
     return fields
 
 
@@ -157,10 +181,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _error(self, status: int, code: int, message: str) -> None:
-        self._send_json(status, {
-            "code": code, "message": message, "status": status,
-            "more_info": f"https://www.twilio.com/docs/errors/{code}",
-        })
+        self._send_json(
+            status,
+            {
+                "code": code,
+                "message": message,
+                "status": status,
+                "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            },
+        )
 
     def _take_fault(self, method: str) -> Fault | None:
         with self.state.lock:
@@ -171,9 +200,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self, form: dict[str, str]) -> None:
         with self.state.lock:
-            self.state.requests.append(Recorded(
-                self.command, self.path, form, self.headers.get("Authorization", "")
-            ))
+            self.state.requests.append(
+                Recorded(self.command, self.path, form, self.headers.get("Authorization", ""))
+            )
 
     def _authorized(self) -> bool:
         auth = self.headers.get("Authorization", "")
@@ -210,13 +239,23 @@ class _Handler(BaseHTTPRequestHandler):
         sid = new_sid()
         account = self.path.split("/Accounts/")[1].split("/")[0]
         message = {
-            "account_sid": account, "api_version": "2010-04-01", "body": form.get("Body", ""),
-            "date_created": _rfc2822(now), "date_sent": None, "date_updated": _rfc2822(now),
-            "direction": "outbound-api", "error_code": None, "error_message": None,
+            "account_sid": account,
+            "api_version": "2010-04-01",
+            "body": form.get("Body", ""),
+            "date_created": _rfc2822(now),
+            "date_sent": None,
+            "date_updated": _rfc2822(now),
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
             "from": form.get("From"),
             "messaging_service_sid": form.get("MessagingServiceSid"),
-            "num_media": "0", "num_segments": "1", "price": None, "price_unit": "USD",
-            "sid": sid, "status": "accepted" if "MessagingServiceSid" in form else "queued",
+            "num_media": "0",
+            "num_segments": "1",
+            "price": None,
+            "price_unit": "USD",
+            "sid": sid,
+            "status": "accepted" if "MessagingServiceSid" in form else "queued",
             "subresource_uris": {
                 "media": f"/2010-04-01/Accounts/{account}/Messages/{sid}/Media.json"
             },
@@ -242,12 +281,20 @@ class _Handler(BaseHTTPRequestHandler):
                 ]
             size = int(query.get("PageSize", 50))
             url = "https://api.twilio.com" + parts.path
-            return self._send_json(200, {
-                "end": max(0, min(size, len(found)) - 1), "first_page_uri": url,
-                "next_page_uri": None, "page": 0, "page_size": size,
-                "previous_page_uri": None, "start": 0, "uri": url,
-                "messages": found[:size],
-            })
+            return self._send_json(
+                200,
+                {
+                    "end": max(0, min(size, len(found)) - 1),
+                    "first_page_uri": url,
+                    "next_page_uri": None,
+                    "page": 0,
+                    "page_size": size,
+                    "previous_page_uri": None,
+                    "start": 0,
+                    "uri": url,
+                    "messages": found[:size],
+                },
+            )
         sid = parts.path.rsplit("/", 1)[-1].removesuffix(".json")
         with self.state.lock:
             message = self.state.messages.get(sid)
@@ -343,7 +390,10 @@ def prism_proxy(upstream: str, timeout: float = 60) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [str(PRISM), "proxy", "--errors", "-h", "127.0.0.1", "-p", str(port), str(SPEC), upstream],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     lines: list[str] = []
@@ -446,9 +496,16 @@ def sms_on(settings: Any) -> None:
 FORM = "application/x-www-form-urlencoded"
 
 
-def post_signed(client: Any, path: str, fields: dict[str, str], *, url: str | None = None,
-                token: str = AUTH_TOKEN, signature: str | None = None,
-                **extra: Any) -> Any:
+def post_signed(
+    client: Any,
+    path: str,
+    fields: dict[str, str],
+    *,
+    url: str | None = None,
+    token: str = AUTH_TOKEN,
+    signature: str | None = None,
+    **extra: Any,
+) -> Any:
     """POST `fields` form-encoded to `path` with the Django test client (sync or async), signed
     for `url` (default: the configured public base URL + path) as Twilio would."""
     from urllib.parse import urlencode

@@ -33,9 +33,7 @@ def line_status_now(county: str = "") -> dict[str, Any]:
 
 @register.simple_tag
 def emergency_numbers_shown() -> list[dict[str, str]]:
-    return [
-        {"label": gettext(n["label"]), "number": n["number"]} for n in emergency_numbers()
-    ]
+    return [{"label": gettext(n["label"]), "number": n["number"]} for n in emergency_numbers()]
 
 
 @register.simple_tag

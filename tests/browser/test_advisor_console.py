@@ -267,14 +267,25 @@ def test_capacity_and_typed_errors_show_as_calm_notices(daphne_server, console_p
         waiting = Conversation.objects.filter(status="waiting").order_by("created_at").first()
 
         # Bob's console on the same server: what he does shows here at once.
-        bob_socket = connect(daphne_server.ws_url + "/ws/advisor/", origin=daphne_server.url,
-                             additional_headers={"Cookie": session_cookie(bob)}, legacy=True)
+        bob_socket = connect(
+            daphne_server.ws_url + "/ws/advisor/",
+            origin=daphne_server.url,
+            additional_headers={"Cookie": session_cookie(bob)},
+            legacy=True,
+        )
         try:
             bob_socket.send(json.dumps({"type": "take", "conversation": str(waiting.public_id)}))
             expect(queue_rows(page)).to_have_count(1)
             still_waiting = Conversation.objects.get(status="waiting")
-            bob_socket.send(json.dumps({"type": "mark_urgent", "urgent": True,
-                                        "conversation": str(still_waiting.public_id)}))
+            bob_socket.send(
+                json.dumps(
+                    {
+                        "type": "mark_urgent",
+                        "urgent": True,
+                        "conversation": str(still_waiting.public_id),
+                    }
+                )
+            )
             expect(queue_rows(page).first.locator(".tag.urgent")).to_have_text("Urgent")
         finally:
             bob_socket.close()
@@ -321,9 +332,7 @@ def test_several_conversations_at_once_and_how_each_ended(daphne_server, console
         expect(second_tab).to_contain_text("ended")
         second_tab.click()
         expect(open_pane(page).locator(".ended-banner")).to_have_text("Ended: Left by quick exit")
-        expect(open_pane(page).locator(".entry.system").last).to_contain_text(
-            "Left by quick exit"
-        )
+        expect(open_pane(page).locator(".entry.system").last).to_contain_text("Left by quick exit")
         expect(page.locator("#capacity")).to_have_text("0 of 3 conversations")
         assert page.problems == []
     finally:
@@ -436,40 +445,97 @@ def test_sms_details_attachments_and_delivery_marks_show_when_the_server_sends_t
         inject(json.dumps({"type": "conversation", "conversation": summary}))
         expect(pane.locator('[data-fact="channel"]')).to_have_text("SMS +46 70 *** ** 12")
         seq = conversation.last_seq
-        inject(json.dumps({
-            "type": "message", "conversation": summary["id"], "seq": seq + 1, "from": "visitor",
-            "sent_at": "2031-03-04T09:00:00+00:00", "text": "Look", "attachments": 2,
-        }))
+        inject(
+            json.dumps(
+                {
+                    "type": "message",
+                    "conversation": summary["id"],
+                    "seq": seq + 1,
+                    "from": "visitor",
+                    "sent_at": "2031-03-04T09:00:00+00:00",
+                    "text": "Look",
+                    "attachments": 2,
+                }
+            )
+        )
         expect(pane.get_by_text("The sender attached 2 items (not shown).")).to_be_visible()
-        inject(json.dumps({
-            "type": "message", "conversation": summary["id"], "seq": seq + 2, "from": "advisor",
-            "advisor": alice.pk, "sent_at": "2031-03-04T09:00:05+00:00", "text": "Got it",
-            "delivery": "queued",
-        }))
+        inject(
+            json.dumps(
+                {
+                    "type": "message",
+                    "conversation": summary["id"],
+                    "seq": seq + 2,
+                    "from": "advisor",
+                    "advisor": alice.pk,
+                    "sent_at": "2031-03-04T09:00:05+00:00",
+                    "text": "Got it",
+                    "delivery": "queued",
+                }
+            )
+        )
         mine = pane.locator(".entry.mine").filter(has_text="Got it")
         expect(mine.locator(".delivery")).to_have_text("Waiting to be sent")
-        inject(json.dumps({"type": "delivery", "conversation": summary["id"], "seq": seq + 2,
-                           "delivery": "delivered"}))
-        expect(mine.locator(".delivery")).to_have_text("Delivered")
-        inject(json.dumps({"type": "delivery", "conversation": summary["id"], "seq": seq + 2,
-                           "delivery": "failed", "delivery_error": "The number is unreachable"}))
-        expect(mine.locator(".delivery")).to_have_text(
-            "Not delivered: The number is unreachable"
+        inject(
+            json.dumps(
+                {
+                    "type": "delivery",
+                    "conversation": summary["id"],
+                    "seq": seq + 2,
+                    "delivery": "delivered",
+                }
+            )
         )
+        expect(mine.locator(".delivery")).to_have_text("Delivered")
+        inject(
+            json.dumps(
+                {
+                    "type": "delivery",
+                    "conversation": summary["id"],
+                    "seq": seq + 2,
+                    "delivery": "failed",
+                    "delivery_error": "The number is unreachable",
+                }
+            )
+        )
+        expect(mine.locator(".delivery")).to_have_text("Not delivered: The number is unreachable")
         # A repeated frame (same seq) is dropped, not shown twice.
-        inject(json.dumps({
-            "type": "message", "conversation": summary["id"], "seq": seq + 1, "from": "visitor",
-            "sent_at": "2031-03-04T09:00:00+00:00", "text": "Look", "attachments": 2,
-        }))
-        inject(json.dumps({"type": "conversation", "conversation": {
-            **summary, "status": "closed", "end_reason": "opted_out",
-        }}))
+        inject(
+            json.dumps(
+                {
+                    "type": "message",
+                    "conversation": summary["id"],
+                    "seq": seq + 1,
+                    "from": "visitor",
+                    "sent_at": "2031-03-04T09:00:00+00:00",
+                    "text": "Look",
+                    "attachments": 2,
+                }
+            )
+        )
+        inject(
+            json.dumps(
+                {
+                    "type": "conversation",
+                    "conversation": {
+                        **summary,
+                        "status": "closed",
+                        "end_reason": "opted_out",
+                    },
+                }
+            )
+        )
         expect(pane.locator(".ended-banner")).to_have_text("Ended: The sender texted STOP")
         expect(pane.locator(".entry .text").filter(has_text="Look")).to_have_count(1)
 
         # In the queue too: the channel and the masked number.
-        waiting = {**summary, "id": "00000000-0000-4000-8000-000000000001", "status": "waiting",
-                   "end_reason": "", "advisor": None, "taken_at": None}
+        waiting = {
+            **summary,
+            "id": "00000000-0000-4000-8000-000000000001",
+            "status": "waiting",
+            "end_reason": "",
+            "advisor": None,
+            "taken_at": None,
+        }
         inject(json.dumps({"type": "queue", "waiting": [waiting], "average_wait_seconds": 0}))
         expect(queue_rows(page).first).to_contain_text("SMS +46 70 *** ** 12")
         assert page.problems == []

@@ -63,8 +63,11 @@ def invite_an_interpreter(pages: dict[str, Page], server: Any) -> tuple[Any, str
     pane.get_by_role("button", name="Create a link for an interpreter").click()
     link = pane.locator('[data-part="invite-link"]')
     expect(link).to_have_value(re.compile(r"/interpreter/#.{40,}$"))
-    expect(visitor.locator(".message--event").filter(
-        has_text="The advisor has invited an interpreter.")).to_be_visible()
+    expect(
+        visitor.locator(".message--event").filter(
+            has_text="The advisor has invited an interpreter."
+        )
+    ).to_be_visible()
     return pane, link.input_value()
 
 
@@ -95,8 +98,9 @@ def test_the_interpreter_joins_once_the_visitor_says_yes(daphne_server, pages):
     expect(consent).to_be_hidden()
     expect(interpreter.locator("[data-status]")).to_contain_text("You are in the conversation")
     expect(interpreter.locator("[data-language]")).to_contain_text("Arabic")
-    expect(visitor.locator(".message--event").filter(
-        has_text="The interpreter has joined the chat.")).to_be_visible()
+    expect(
+        visitor.locator(".message--event").filter(has_text="The interpreter has joined the chat.")
+    ).to_be_visible()
 
     # From now on everyone reads everyone; nothing from before reached the interpreter.
     say(visitor, "Now the interpreter can read this.")
@@ -125,14 +129,21 @@ def test_the_interpreter_joins_once_the_visitor_says_yes(daphne_server, pages):
     interpreter.once("dialog", lambda dialog: dialog.accept())
     interpreter.get_by_role("button", name="Leave the conversation").click()
     expect(interpreter.locator("[data-status]")).to_contain_text("You have left")
-    expect(visitor.locator(".message--event").filter(
-        has_text="The interpreter has left the chat.")).to_be_visible()
+    expect(
+        visitor.locator(".message--event").filter(has_text="The interpreter has left the chat.")
+    ).to_be_visible()
     assert interpreter.evaluate("() => sessionStorage.length") == 0
-    kinds = list(ConversationEvent.objects.filter(kind__startswith="interpreter_")
-                 .order_by("id").values_list("kind", flat=True))
+    kinds = list(
+        ConversationEvent.objects.filter(kind__startswith="interpreter_")
+        .order_by("id")
+        .values_list("kind", flat=True)
+    )
     assert kinds == [
-        "interpreter_invited", "interpreter_waiting", "interpreter_joined",
-        "interpreter_shared", "interpreter_left",
+        "interpreter_invited",
+        "interpreter_waiting",
+        "interpreter_joined",
+        "interpreter_shared",
+        "interpreter_left",
     ]
     assert Message.objects.filter(sender="interpreter").count() == 1
     for page in pages.values():
@@ -150,8 +161,9 @@ def test_the_visitor_says_no_and_the_interpreter_never_gets_in(daphne_server, pa
     expect(consent).to_be_hidden()
     expect(interpreter.locator("[data-status]")).to_contain_text("said no")
     expect(interpreter.locator("[data-chat]")).to_be_hidden()
-    expect(visitor.locator(".message--event").filter(
-        has_text="You said no to the interpreter.")).to_be_visible()
+    expect(
+        visitor.locator(".message--event").filter(has_text="You said no to the interpreter.")
+    ).to_be_visible()
     expect(pane.locator('[data-part="invite-status"]')).to_contain_text("said no")
 
     # The chat goes on without the interpreter, who sees none of it, even after a reload.
@@ -172,6 +184,7 @@ def test_the_visitor_says_no_and_the_interpreter_never_gets_in(daphne_server, pa
 
 # --- the chat page: opening hours and return codes ----------------------------------------------
 
+
 def test_a_closed_line_says_when_it_opens_and_refuses_the_start(daphne_server, pages):
     from datetime import time as clock
     from datetime import timedelta
@@ -183,8 +196,7 @@ def test_a_closed_line_says_when_it_opens_and_refuses_the_start(daphne_server, p
     visitor = pages["visitor"]
     schedule = OpeningSchedule.objects.create(county="")
     for day in range(7):
-        WeeklyHours.objects.create(schedule=schedule, weekday=day, opens=clock(0),
-                                   closes=clock(0))
+        WeeklyHours.objects.create(schedule=schedule, weekday=day, opens=clock(0), closes=clock(0))
     today = timezone.localdate()
     for offset in (0, 1):  # closed today and tomorrow: opens the day after, at midnight
         OpeningException.objects.create(schedule=schedule, date=today + timedelta(days=offset))
@@ -220,8 +232,9 @@ def test_a_return_code_at_the_end_links_the_next_chat(daphne_server, pages):
     try:
         start_chat(visitor, daphne_server)
         conversation = console.take_first_waiting()
-        expect(visitor.get_by_role("heading", name="You are chatting with an advisor")
-               ).to_be_visible()
+        expect(
+            visitor.get_by_role("heading", name="You are chatting with an advisor")
+        ).to_be_visible()
         console.send({"type": "close", "conversation": conversation, "outcome": "advice_given"})
         expect(visitor.get_by_role("heading", name="The chat has ended")).to_be_visible()
 

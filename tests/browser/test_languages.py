@@ -89,8 +89,9 @@ class AxeReport:
             self.found[name] = violations
 
     def assert_clean(self) -> None:
-        assert not self.found, f"{self.code}: " + json.dumps(self.found, ensure_ascii=False,
-                                                             indent=1)
+        assert not self.found, f"{self.code}: " + json.dumps(
+            self.found, ensure_ascii=False, indent=1
+        )
 
 
 @pytest.fixture
@@ -133,8 +134,14 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_visitor_page(
     try:
         conversation = advisor.take_first_waiting()
         expect(heading_for(page, "active")).to_be_visible()
-        advisor.send({"type": "send", "conversation": conversation, "client_id": "a1",
-                      "text": "Hej! / Hello!"})
+        advisor.send(
+            {
+                "type": "send",
+                "conversation": conversation,
+                "client_id": "a1",
+                "text": "Hej! / Hello!",
+            }
+        )
         expect(page.locator(".message").filter(has_text="Hello!")).to_have_count(1)
         send_as_visitor(page, "Hej")
         report.check(page, "active chat")
@@ -149,8 +156,7 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_visitor_page(
         finally:
             interpreter.close()
 
-        advisor.send({"type": "close", "conversation": conversation,
-                      "outcome": "advice_given"})
+        advisor.send({"type": "close", "conversation": conversation, "outcome": "advice_given"})
         expect(heading_for(page, "closed")).to_be_visible()
         report.check(page, "ended chat")
         page.locator("[data-action='get-return-code']").click()
@@ -169,9 +175,16 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_visitor_page(
 
     report.assert_clean()
     assert report.pages == [
-        "start (interruption) page", "safety page", "chat form", "chat form with an error",
-        "waiting screen", "active chat", "interpreter consent question", "ended chat",
-        "return code shown", "line-closed notice",
+        "start (interruption) page",
+        "safety page",
+        "chat form",
+        "chat form with an error",
+        "waiting screen",
+        "active chat",
+        "interpreter consent question",
+        "ended chat",
+        "return code shown",
+        "line-closed notice",
     ]
 
 
@@ -180,8 +193,9 @@ def interpreter_asks_to_join(server: Any, advisor: Advisor, conversation: str) -
     asked. (The interpreter's page is not a visitor page; its socket is enough here.)"""
     advisor.send({"type": "invite_interpreter", "conversation": conversation})
     link = advisor.receive_until("interpreter_link")["link"]
-    socket = connect(server.ws_url + "/ws/interpreter/", origin=server.url, open_timeout=5,
-                     legacy=True)
+    socket = connect(
+        server.ws_url + "/ws/interpreter/", origin=server.url, open_timeout=5, legacy=True
+    )
     socket.send(json.dumps({"type": "join", "key": link.split("#", 1)[1]}))
     return socket
 
@@ -278,8 +292,10 @@ def test_right_to_left_languages_mirror_the_page(shared_server, page, code):
     assert ltr_choice["input"] < ltr_choice["label"]
     assert rtl_choice["input"] > rtl_choice["label"]
     # The script has no italics: the typing notice is not slanted.
-    assert page.evaluate("() => getComputedStyle(document.querySelector('.typing')).fontStyle"
-                         ) == "normal"
+    assert (
+        page.evaluate("() => getComputedStyle(document.querySelector('.typing')).fontStyle")
+        == "normal"
+    )
 
 
 def test_in_a_right_to_left_chat_the_visitors_messages_sit_on_the_left(shared_server, page):
@@ -289,8 +305,9 @@ def test_in_a_right_to_left_chat_the_visitors_messages_sit_on_the_left(shared_se
     try:
         conversation = advisor.take_first_waiting()
         expect(heading_for(page, "active")).to_be_visible()
-        advisor.send({"type": "send", "conversation": conversation, "client_id": "a1",
-                      "text": "مرحباً"})
+        advisor.send(
+            {"type": "send", "conversation": conversation, "client_id": "a1", "text": "مرحباً"}
+        )
         expect(page.locator(".message").filter(has_text="مرحباً")).to_have_count(1)
         send_as_visitor(page, "أهلاً")
         boxes = page.evaluate("""() => {
@@ -310,13 +327,16 @@ def test_in_a_right_to_left_chat_the_visitors_messages_sit_on_the_left(shared_se
 
 def dialling_order(page: Page, selector: str) -> list[dict[str, Any]]:
     """For each phone number: is its first digit drawn left of its last one?"""
-    return page.evaluate("""(selector) => [...document.querySelectorAll(selector)].map(el => {
+    return page.evaluate(
+        """(selector) => [...document.querySelectorAll(selector)].map(el => {
         const text = el.firstChild;
         const at = i => { const r = document.createRange(); r.setStart(text, i);
                           r.setEnd(text, i + 1); return r.getBoundingClientRect().left; };
         return {number: text.textContent,
                 leftToRight: at(0) < at(text.textContent.length - 1)};
-    })""", selector)
+    })""",
+        selector,
+    )
 
 
 @pytest.mark.parametrize("code", RIGHT_TO_LEFT)

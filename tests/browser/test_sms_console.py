@@ -41,9 +41,13 @@ def sms_server(browser, transactional_db, _twilio_api_server) -> Iterator[Daphne
     _twilio_api_server.fake.reset()
     port = free_port()
     server = Daphne(
-        port=port, DJANGO_ALLOW_ASYNC_UNSAFE="", SMS_WORKER_IN_PROCESS="1",
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_WEBHOOK_BASE_URL=f"http://127.0.0.1:{port}", TWILIO_FROM_NUMBER=LINE_NUMBER,
+        port=port,
+        DJANGO_ALLOW_ASYNC_UNSAFE="",
+        SMS_WORKER_IN_PROCESS="1",
+        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        TWILIO_WEBHOOK_BASE_URL=f"http://127.0.0.1:{port}",
+        TWILIO_FROM_NUMBER=LINE_NUMBER,
         TWILIO_API_BASE_URL=_twilio_api_server.url,
     ).start()
     server.twilio = _twilio_api_server
@@ -58,9 +62,13 @@ def twilio_posts(server: Daphne, path: str, fields: dict[str, str]) -> int:
     """Twilio calls the server: form-encoded, signed for the server's public URL."""
     url = server.url + path
     request = urllib.request.Request(
-        url, data=urlencode(fields).encode(), method="POST",
-        headers={"X-Twilio-Signature": sign(url, fields),
-                 "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+        url,
+        data=urlencode(fields).encode(),
+        method="POST",
+        headers={
+            "X-Twilio-Signature": sign(url, fields),
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+        },
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.status
@@ -94,9 +102,14 @@ def log_in(page: Page, server: Daphne) -> None:
 @pytest.fixture
 def console(browser) -> Iterator[Page]:
     context = browser.new_context(locale="en-GB")
-    context.route("**/*", lambda route: route.fallback()
-                  if route.request.url.startswith(("http://127.0.0.1:", "ws://127.0.0.1:"))
-                  else route.abort())
+    context.route(
+        "**/*",
+        lambda route: (
+            route.fallback()
+            if route.request.url.startswith(("http://127.0.0.1:", "ws://127.0.0.1:"))
+            else route.abort()
+        ),
+    )
     page = context.new_page()
     page.set_default_timeout(10_000)
     yield page
@@ -107,9 +120,14 @@ def test_a_text_is_answered_from_the_console_and_shows_delivered(sms_server, con
     page = console
     log_in(page, sms_server)
 
-    assert twilio_posts(sms_server, "/sms/inbound", inbound_fields(
-        sender=SENDER, body="Hej! Jag är lärare och oroar mig för en elev."
-    )) == 200
+    assert (
+        twilio_posts(
+            sms_server,
+            "/sms/inbound",
+            inbound_fields(sender=SENDER, body="Hej! Jag är lärare och oroar mig för en elev."),
+        )
+        == 200
+    )
 
     # The worker inside the server puts it in the queue: an SMS, from a professional, with
     # the number masked.
@@ -130,7 +148,9 @@ def test_a_text_is_answered_from_the_console_and_shows_delivered(sms_server, con
     fake = sms_server.twilio.fake
     [sent] = wait_for(fake.created, what="the SMS at the Twilio peer")
     assert (sent["to"], sent["from"], sent["body"]) == (
-        SENDER, LINE_NUMBER, "Hej! Berätta gärna mer, jag finns här."
+        SENDER,
+        LINE_NUMBER,
+        "Hej! Berätta gärna mer, jag finns här.",
     )
     mark = pane.locator(".entry.mine .delivery")
     expect(mark).to_have_attribute("data-delivery", "queued")
@@ -139,11 +159,17 @@ def test_a_text_is_answered_from_the_console_and_shows_delivered(sms_server, con
     callback = sent["_status_callback"]
     assert callback.startswith(sms_server.url + "/sms/status?o=")
     path = callback.removeprefix(sms_server.url)
-    assert twilio_posts(sms_server, path, status_fields(
-        sid=sent["sid"], status="sent", to=SENDER)) == 204
+    assert (
+        twilio_posts(sms_server, path, status_fields(sid=sent["sid"], status="sent", to=SENDER))
+        == 204
+    )
     expect(mark).to_have_attribute("data-delivery", "sent")
-    assert twilio_posts(sms_server, path, status_fields(
-        sid=sent["sid"], status="delivered", to=SENDER)) == 204
+    assert (
+        twilio_posts(
+            sms_server, path, status_fields(sid=sent["sid"], status="delivered", to=SENDER)
+        )
+        == 204
+    )
     expect(mark).to_have_attribute("data-delivery", "delivered")
     # A late "sent" does not take it back.
     twilio_posts(sms_server, path, status_fields(sid=sent["sid"], status="sent", to=SENDER))

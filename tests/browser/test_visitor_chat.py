@@ -88,8 +88,14 @@ def test_a_visitor_and_an_advisor_talk_live_with_typing_shown_both_ways(shared_s
 
         advisor.send({"type": "typing", "conversation": conversation})
         expect(page.get_by_text("The advisor is writing…")).to_be_visible()
-        advisor.send({"type": "send", "conversation": conversation, "client_id": "a1",
-                      "text": "Hej! Jag finns här."})
+        advisor.send(
+            {
+                "type": "send",
+                "conversation": conversation,
+                "client_id": "a1",
+                "text": "Hej! Jag finns här.",
+            }
+        )
         reply = page.locator(".message--theirs").filter(has_text="Hej! Jag finns här.")
         expect(reply).to_be_visible()
         expect(page.get_by_text("The advisor is writing…")).to_be_hidden()
@@ -134,8 +140,9 @@ def test_a_reload_keeps_the_conversation_and_shows_no_message_twice(shared_serve
     try:
         conversation = advisor.take_first_waiting()
         send_message(page, "första")
-        advisor.send({"type": "send", "conversation": conversation, "client_id": "a1",
-                      "text": "svar ett"})
+        advisor.send(
+            {"type": "send", "conversation": conversation, "client_id": "a1", "text": "svar ett"}
+        )
         expect(page.get_by_text("svar ett")).to_be_visible()
         send_message(page, "andra")
         token = token_of(page)
@@ -174,11 +181,11 @@ def test_a_dropped_connection_resumes_and_a_text_sent_meanwhile_arrives_once(dap
         expect(page.get_by_text("The connection was lost. Trying again…")).to_be_hidden()
         advisor = Advisor(restarted, alice)
         advisor.send({"type": "resume", "conversations": {}})
-        got = advisor.receive_until("message", conversation=conversation,
-                                    text="medan det var nere")
+        got = advisor.receive_until("message", conversation=conversation, text="medan det var nere")
         assert got["from"] == "visitor"
-        advisor.send({"type": "send", "conversation": conversation, "client_id": "a2",
-                      "text": "Jag ser det"})
+        advisor.send(
+            {"type": "send", "conversation": conversation, "client_id": "a2", "text": "Jag ser det"}
+        )
         expect(page.get_by_text("Jag ser det")).to_be_visible()
         texts = page.locator(".message__text").all_inner_texts()
         assert texts == ["innan", "medan det var nere", "Jag ser det"]

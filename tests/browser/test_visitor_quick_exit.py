@@ -51,8 +51,9 @@ def in_a_chat_with_an_advisor(page, server):
     start_chat(page, server)
     conversation = advisor.take_first_waiting()
     send_message(page, "hemligt ett")
-    advisor.send({"type": "send", "conversation": conversation, "client_id": "a1",
-                  "text": "hemligt svar"})
+    advisor.send(
+        {"type": "send", "conversation": conversation, "client_id": "a1", "text": "hemligt svar"}
+    )
     expect(page.get_by_text("hemligt svar")).to_be_visible()
     return advisor, conversation
 
@@ -73,8 +74,14 @@ def test_the_exit_button_works_without_javascript(shared_server, browser):
     context = browser.new_context(java_script_enabled=False)
     try:
         page = context.new_page()
-        context.route("**/*", lambda route: route.fallback()
-                      if route.request.url.startswith("http://127.0.0.1:") else route.abort())
+        context.route(
+            "**/*",
+            lambda route: (
+                route.fallback()
+                if route.request.url.startswith("http://127.0.0.1:")
+                else route.abort()
+            ),
+        )
         page.route(EXIT_PATTERN, neutral_page)
         page.goto(shared_server.url + "/chat/")
         page.locator("a[data-quick-exit]").click()
@@ -247,11 +254,12 @@ def test_after_an_exit_nothing_is_left_in_the_browser(shared_server, page):
     assert page.evaluate("() => sessionStorage.length") == 0
     assert page.evaluate("() => localStorage.length") == 0
     assert page.evaluate("async () => (await indexedDB.databases()).length") == 0
-    assert page.evaluate(
-        "async () => (await navigator.serviceWorker.getRegistrations()).length"
-    ) == 0
+    assert (
+        page.evaluate("async () => (await navigator.serviceWorker.getRegistrations()).length") == 0
+    )
     assert page.evaluate("() => 'Notification' in window ? Notification.permission : 'none'") in (
-        "default", "none"
+        "default",
+        "none",
     )
 
 

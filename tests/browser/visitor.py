@@ -74,8 +74,11 @@ class Advisor:
 
 
 def neutral_page(route: Any) -> None:
-    route.fulfill(status=200, content_type="text/html",
-                  body="<!doctype html><title>Weather</title><p>Weather</p>")
+    route.fulfill(
+        status=200,
+        content_type="text/html",
+        body="<!doctype html><title>Weather</title><p>Weather</p>",
+    )
 
 
 QUICK_EXIT_URL = settings.QUICK_EXIT_URL

@@ -91,7 +91,11 @@ class Command(BaseCommand):
         self.stdout.write("Done." if not dry_run else "Dry run: nothing changed.")
 
     def rotate_column(
-        self, model: type[models.Model], column: str, newest: Fernet, batch_size: int,
+        self,
+        model: type[models.Model],
+        column: str,
+        newest: Fernet,
+        batch_size: int,
         dry_run: bool,
     ) -> tuple[int, int, int]:
         rotated = current = unreadable = 0

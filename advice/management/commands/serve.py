@@ -16,14 +16,20 @@ def daphne_args(*, host: str, port: int | None = None, fd: int | None = None) ->
     return [
         *endpoint,
         # Verbosity 0: no access log, so no client addresses anywhere (D-2, C-7).
-        "-v", "0",
+        "-v",
+        "0",
         # The longest frame we accept is a 4,000-character text in JSON; 64 KiB is plenty.
-        "--websocket-max-message-size", str(64 * 1024),
-        "--websocket-max-frame-size", str(64 * 1024),
+        "--websocket-max-message-size",
+        str(64 * 1024),
+        "--websocket-max-frame-size",
+        str(64 * 1024),
         # Keepalive pings from the server find dead connections the client never closed.
-        "--ping-interval", "20",
-        "--ping-timeout", "30",
-        "--application-close-timeout", "5",
+        "--ping-interval",
+        "20",
+        "--ping-timeout",
+        "30",
+        "--application-close-timeout",
+        "5",
         "--no-server-name",
         "asgi:application",
     ]
@@ -37,7 +43,8 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=settings.PORT)
         parser.add_argument("--fd", type=int, default=None, help="serve on an inherited socket")
         parser.add_argument(
-            "--with-worker", action="store_true",
+            "--with-worker",
+            action="store_true",
             help="run the background worker (SMS) inside this process; always so with the "
             "in-memory channel layer, where a separate worker could not reach the sockets",
         )

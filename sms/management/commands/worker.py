@@ -20,8 +20,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="run until idle, then exit")
         parser.add_argument("--poll", type=float, default=None, help="seconds between polls")
-        parser.add_argument("--lease", type=int, default=None,
-                            help="seconds a claimed text stays claimed (default 60)")
+        parser.add_argument(
+            "--lease",
+            type=int,
+            default=None,
+            help="seconds a claimed text stays claimed (default 60)",
+        )
 
     def handle(self, *args, once, poll, lease, **options):
         if not settings.SMS_ENABLED:
