@@ -106,6 +106,24 @@ def seq_field(frame: dict[str, Any], name: str = "last_seq") -> int:
     return value
 
 
+def participant_message_frame(event: dict[str, Any], own_sender: str) -> dict[str, Any]:
+    """A stream entry as a visitor or an interpreter sees it: the text or the system event, and
+    the client id only on the participant's own texts (it is how they match their acks)."""
+    frame = {
+        "type": "message",
+        "seq": event["seq"],
+        "from": event["sender"],
+        "sent_at": event["sent_at"],
+    }
+    if event["event"]:
+        frame["event"] = event["event"]
+    else:
+        frame["text"] = event["text"]
+    if event["sender"] == own_sender and event["client_id"]:
+        frame["client_id"] = event["client_id"]
+    return frame
+
+
 def encode_frame(frame: dict[str, Any]) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 

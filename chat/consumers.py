@@ -14,7 +14,14 @@ from advice import fastpath
 from advice.choices import COUNTIES, INTERPRETER_LANGUAGES, SafeNow, Writer
 from advice.models import Conversation, Message, QueueSnapshot
 from advice.realtime import publish
-from advice.sockets import JsonSocket, ProtocolError, client_id_field, field, seq_field
+from advice.sockets import (
+    JsonSocket,
+    ProtocolError,
+    client_id_field,
+    field,
+    participant_message_frame,
+    seq_field,
+)
 from chat.consent_and_codes import ConsentAndCodeFrames
 from chat.quick_exit import quick_exit
 
@@ -167,19 +174,7 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
             )
 
     def message_frame(self, event: dict[str, Any]) -> dict[str, Any]:
-        frame = {
-            "type": "message",
-            "seq": event["seq"],
-            "from": event["sender"],
-            "sent_at": event["sent_at"],
-        }
-        if event["event"]:
-            frame["event"] = event["event"]
-        else:
-            frame["text"] = event["text"]
-        if event["sender"] == Message.Sender.VISITOR and event["client_id"]:
-            frame["client_id"] = event["client_id"]
-        return frame
+        return participant_message_frame(event, Message.Sender.VISITOR)
 
     def state_frame(self) -> dict[str, Any]:
         assert self.conversation is not None

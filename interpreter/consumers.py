@@ -17,7 +17,14 @@ from channels.db import database_sync_to_async
 from advice import interpreters
 from advice.models import Conversation, InterpreterInvitation, Message
 from advice.realtime import publish
-from advice.sockets import JsonSocket, ProtocolError, client_id_field, field, seq_field
+from advice.sockets import (
+    JsonSocket,
+    ProtocolError,
+    client_id_field,
+    field,
+    participant_message_frame,
+    seq_field,
+)
 
 Status = InterpreterInvitation.Status
 # Close code once the interpreter's part is over (refused, revoked, left, conversation ended).
@@ -123,19 +130,7 @@ class InterpreterConsumer(JsonSocket):
             await self._finish(status)
 
     def message_frame(self, event: dict[str, Any]) -> dict[str, Any]:
-        frame = {
-            "type": "message",
-            "seq": event["seq"],
-            "from": event["sender"],
-            "sent_at": event["sent_at"],
-        }
-        if event["event"]:
-            frame["event"] = event["event"]
-        else:
-            frame["text"] = event["text"]
-        if event["sender"] == Message.Sender.INTERPRETER and event["client_id"]:
-            frame["client_id"] = event["client_id"]
-        return frame
+        return participant_message_frame(event, Message.Sender.INTERPRETER)
 
     def state_frame(self, status: str | None = None) -> dict[str, Any]:
         assert self.invitation is not None
