@@ -8,7 +8,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from advice import interpreters, returncodes
+from advice import fastpath, interpreters, returncodes
 from advice.models import Conversation
 from advice.realtime import publish
 from advice.sockets import ProtocolError, field
@@ -106,7 +106,7 @@ class InterpreterAndNoteFrames:
 
     async def send_extras_of(self, conversation: Conversation) -> None:
         """What the console shows beside the stream: the notes and the interpreter's state."""
-        note, invitation = await database_sync_to_async(_extras_of)(conversation)
+        note, invitation = await fastpath.advisor_orm(_extras_of)(conversation)
         if note:
             await self.send_frame(self._note_frame(conversation, note))
         if invitation is not None:

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.db.models import Q
 
 from advice import fastpath
@@ -84,7 +83,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
     )
 
     async def connect(self) -> None:
-        self.user = await database_sync_to_async(_verified_advisor_with_time_left)(self.scope)
+        self.user = await fastpath.advisor_orm(_verified_advisor_with_time_left)(self.scope)
         if self.user is None:
             await self.close(code=4403)  # before accept: the handshake fails with 403
             return
@@ -94,9 +93,11 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         self.session_deadline = session_deadline(self.scope["session"])
         self.activity_written_at = 0.0
         self.session_task = asyncio.create_task(self._close_when_session_ends())
-        self.profile = await database_sync_to_async(AdvisorProfile.for_user)(self.user)
+        self.profile = await fastpath.advisor_orm(AdvisorProfile.for_user)(self.user)
         # public id -> conversation, for the conversations this socket follows.
         self.conversations: dict[str, Conversation] = {}
+        # public id -> the summary this socket showed when it took the conversation itself.
+        self.shown_by_take: dict[str, dict[str, Any]] = {}
         self.hub.add_advisor(self)
         await self.accept()
         await self.send_frame(
@@ -136,20 +137,36 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         for key, value in seen.items():
             _check_public_id(key, "conversations")
             last_seqs[key] = seq_field({"s": value}, "s")
-        mine = await database_sync_to_async(_conversations_to_resume)(self.user, list(last_seqs))
+        mine = await fastpath.advisor_orm(_conversations_to_resume)(self.user, list(last_seqs))
         for conversation in mine:
             await self._follow(conversation, last_seqs.get(str(conversation.public_id), 0))
 
     @advisor_action
     async def handle_take(self, frame: dict[str, Any]) -> None:
         conversation = await self._lookup(frame, must_be_mine=False)
-        events = await database_sync_to_async(conversation.take)(self.user)
-        await publish(events)
+        # Taking and closing run off the shared database thread (advice.fastpath.advisor_orm),
+        # so an advisor's take does not wait behind a surge of visitors arriving.
+        events = await fastpath.advisor_orm(conversation.take)(self.user)
+        await self._follow_taken(conversation, events)
 
     @advisor_action
     async def handle_take_next(self, frame: dict[str, Any]) -> None:
-        _conversation, events = await database_sync_to_async(Conversation.take_next)(self.user)
-        await publish(events)
+        conversation, events = await fastpath.advisor_orm(Conversation.take_next)(self.user)
+        await self._follow_taken(conversation, events)
+
+    async def _follow_taken(self, conversation: Conversation, events: list[dict]) -> None:
+        """This socket follows what it has just taken at once, with the conversation it has in
+        hand; the advisor's other sockets follow when the event reaches them. (Through the
+        event this socket would load the conversation again first: under load every wait
+        in the take's path is a turn of a busy event loop.)"""
+        public_id = str(conversation.public_id)
+        self.conversations[public_id] = conversation
+        # The take's own event reaches this socket too; it needs no second showing.
+        self.shown_by_take[public_id] = conversation.summary()
+        # Delivered in this process now, rung to the others while this socket follows.
+        ringing = self.hub.publish_nowait(events)
+        await self._follow(conversation, 0)
+        await ringing
 
     @advisor_action
     async def handle_send(self, frame: dict[str, Any]) -> None:
@@ -196,7 +213,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
     async def handle_mark_urgent(self, frame: dict[str, Any]) -> None:
         conversation = await self._lookup(frame, must_be_mine=False)
         urgent = field(frame, "urgent", bool, default=True)
-        events = await database_sync_to_async(conversation.set_urgent)(self.user, urgent)
+        events = await fastpath.advisor_orm(conversation.set_urgent)(self.user, urgent)
         await publish(events)
 
     @advisor_action
@@ -210,7 +227,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
             default="",
             choices=[""] + [code for code, _name in INTERPRETER_LANGUAGES],
         )
-        events = await database_sync_to_async(conversation.set_interpreter)(
+        events = await fastpath.advisor_orm(conversation.set_interpreter)(
             self.user, needed, language
         )
         await publish(events)
@@ -219,7 +236,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
     async def handle_close(self, frame: dict[str, Any]) -> None:
         conversation = await self._lookup(frame)
         outcome = field(frame, "outcome", str, choices=Outcome.values)
-        events = await database_sync_to_async(conversation.close)(self.user, outcome)
+        events = await fastpath.advisor_orm(conversation.close)(self.user, outcome)
         await publish(events)
 
     # --- events ----------------------------------------------------------------------------
@@ -231,10 +248,12 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         elif kind == "conversation":
             summary = event["summary"]
             public_id = summary["id"]
+            if self.shown_by_take.pop(public_id, None) == summary:
+                return
             if summary["advisor"] == self.advisor_id and public_id not in self.conversations:
                 # Just taken (here or on another of the advisor's sockets): follow it from the
                 # start, so the advisor reads what the visitor wrote while waiting.
-                conversation = await database_sync_to_async(Conversation.objects.get)(
+                conversation = await fastpath.advisor_orm(Conversation.objects.get)(
                     pk=event["conversation"]
                 )
                 await self._follow(conversation, 0)
@@ -317,7 +336,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         if now - self.activity_written_at < ACTIVITY_WRITE_INTERVAL:
             return
         self.activity_written_at = now
-        deadline = await database_sync_to_async(record_socket_activity)(self.session_key)
+        deadline = await fastpath.advisor_orm(record_socket_activity)(self.session_key)
         if deadline is None:
             await self._end(SESSION_ENDED)
             raise DomainError("session_ended", "Your session has ended. Log in again.")
@@ -331,7 +350,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         if time.time() < self.session_deadline:
             return True
         try:
-            deadline = await database_sync_to_async(valid_session_deadline)(
+            deadline = await fastpath.advisor_orm(valid_session_deadline)(
                 self.session_key, self.advisor_id
             )
         except Exception:
@@ -371,16 +390,15 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         """SMS summaries get the sender's number, masked unless this advisor may see it."""
         if not any(s.get("channel") == Channel.SMS for s in summaries):
             return summaries
-        return await database_sync_to_async(with_contacts)(
+        return await fastpath.advisor_orm(with_contacts)(
             summaries, full=self.profile.can_see_phone_numbers, cache=cache
         )
 
     async def _lookup(self, frame: dict[str, Any], must_be_mine: bool = True) -> Conversation:
         public_id = field(frame, "conversation", str, max_length=64)
         _check_public_id(public_id, "conversation")
-        conversation = await database_sync_to_async(
-            Conversation.objects.filter(public_id=public_id).first
-        )()
+        find = Conversation.objects.filter(public_id=public_id).first
+        conversation = await fastpath.advisor_orm(find)()
         if conversation is None:
             raise DomainError("not_found", "There is no such conversation.")
         if must_be_mine and conversation.advisor_id != self.user.pk:

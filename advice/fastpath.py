@@ -63,17 +63,17 @@ def enabled() -> bool:
 # --- ORM calls off the shared thread ------------------------------------------------------------
 
 # Channels runs every `database_sync_to_async` call of a process on one shared thread. Calls that
-# a surge makes by the hundred (starting a chat, loading the queue, taking, closing) run here
+# a surge makes by the hundred (starting a chat, loading the queue) run on worker threads
 # instead, each thread with its own connection; their races are settled by row locks in the
-# database, not by a thread. The threads live as long as the process (threads that ended with
-# each event loop held on to pooled connections in the tests).
+# database, not by a thread. Advisors' actions (taking, closing, opening a conversation) have
+# threads of their own, so an advisor's take never waits in line behind hundreds of visitors
+# arriving. The threads live as long as the process (threads that ended with each event loop
+# held on to pooled connections in the tests).
 _workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="advice-orm")
+_advisor_workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="advice-advisor")
 
 
-def orm(function: Any) -> Any:
-    """`database_sync_to_async(function)` on the workers above. Each call gives its pooled
-    connection back when it ends, so eight idle workers hold none."""
-
+def _on(executor: ThreadPoolExecutor, function: Any) -> Any:
     @functools.wraps(function)
     def call_and_give_back(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -81,7 +81,18 @@ def orm(function: Any) -> Any:
         finally:
             connections.close_all()
 
-    return database_sync_to_async(call_and_give_back, thread_sensitive=False, executor=_workers)
+    return database_sync_to_async(call_and_give_back, thread_sensitive=False, executor=executor)
+
+
+def orm(function: Any) -> Any:
+    """`database_sync_to_async(function)` on the workers above. Each call gives its pooled
+    connection back when it ends, so idle workers hold none."""
+    return _on(_workers, function)
+
+
+def advisor_orm(function: Any) -> Any:
+    """As `orm`, on the advisors' own workers."""
+    return _on(_advisor_workers, function)
 
 
 # --- connections --------------------------------------------------------------------------------

@@ -247,22 +247,26 @@ class Conversation(models.Model):
         """
         AdvisorProfile.for_user(advisor)
         with transaction.atomic():
-            profile = AdvisorProfile.objects.select_for_update().get(user=advisor)
-            active = Conversation.objects.filter(advisor=advisor, status=self.Status.ACTIVE)
-            if active.count() >= profile.capacity:
-                raise DomainError(
-                    "capacity_reached",
-                    "You already have as many conversations as your capacity allows.",
-                )
-            now = timezone.now()
-            updated = Conversation.objects.filter(pk=self.pk, status=self.Status.WAITING).update(
-                status=self.Status.ACTIVE, advisor=advisor, taken_at=now
-            )
-            if updated != 1:
+            _check_capacity(advisor)
+            if not self._claim(advisor):
                 raise DomainError("already_taken", "Another advisor has taken this conversation.")
-            self.refresh_from_db()
-            self._record(ConversationEvent.Kind.TAKEN, advisor=advisor)
-            entry = self._append_system(Message.Event.ADVISOR_JOINED, advisor=advisor)
+            return self._taken_by(advisor)
+
+    def _claim(self, advisor: Any) -> bool:
+        """The conditional UPDATE that makes the conversation the advisor's (only a waiting
+        row moves); then the whole row is read back (a candidate of take_next has only the
+        fields it was chosen by, and the summary needs them all)."""
+        updated = Conversation.objects.filter(pk=self.pk, status=self.Status.WAITING).update(
+            status=self.Status.ACTIVE, advisor=advisor, taken_at=timezone.now()
+        )
+        if updated != 1:
+            return False
+        self.refresh_from_db(fields=[f.attname for f in self._meta.concrete_fields])
+        return True
+
+    def _taken_by(self, advisor: Any) -> list[dict]:
+        self._record(ConversationEvent.Kind.TAKEN, advisor=advisor)
+        entry = self._append_system(Message.Event.ADVISOR_JOINED, advisor=advisor)
         # The state first: it makes the advisor's sockets follow the conversation.
         return [self.state_event(), entry.as_event(), queue_changed()]
 
@@ -310,13 +314,22 @@ class Conversation(models.Model):
             fit = 0 if c.created_at <= overdue else c.fit_for(spoken)
             return (0 if c.urgent else 1, fit)
 
+        if not candidates:
+            raise DomainError("queue_empty", "Nobody is waiting.")
         ordered = sorted(enumerate(candidates), key=lambda ic: (preference(ic[1]), ic[0]))
-        for _index, candidate in ordered:
-            try:
-                return candidate, candidate.take(advisor)
-            except DomainError as e:
-                if e.code != "already_taken":
-                    raise
+        with transaction.atomic():
+            _check_capacity(advisor)
+            for _index, candidate in ordered:
+                # Many advisors pressing "next" at once all start from the same head of the
+                # queue: a conversation another advisor is taking this moment (its row is
+                # locked) is passed over at once, not waited for and then lost, so each take
+                # costs one transaction however many advisors take at the same time. (SQLite
+                # has no row locks; its transactions take turns.)
+                free = cls.objects.select_for_update(skip_locked=True).filter(
+                    pk=candidate.pk, status=cls.Status.WAITING
+                )
+                if list(free.values_list("pk", flat=True)) and candidate._claim(advisor):
+                    return candidate, candidate._taken_by(advisor)
         raise DomainError("queue_empty", "Nobody is waiting.")
 
     def close(self, advisor: Any, outcome: str) -> list[dict]:
@@ -491,6 +504,18 @@ class Conversation(models.Model):
 
     def state_event(self) -> dict[str, Any]:
         return {"kind": "conversation", "conversation": self.pk, "summary": self.summary()}
+
+
+def _check_capacity(advisor: Any) -> None:
+    """Lock the advisor's profile (so concurrent takes count against a stable number) and
+    refuse a take beyond their capacity. Inside the caller's transaction."""
+    profile = AdvisorProfile.objects.select_for_update().get(user=advisor)
+    active = Conversation.objects.filter(advisor=advisor, status=Conversation.Status.ACTIVE)
+    if active.count() >= profile.capacity:
+        raise DomainError(
+            "capacity_reached",
+            "You already have as many conversations as your capacity allows.",
+        )
 
 
 def validate_text(text: Any) -> str:

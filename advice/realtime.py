@@ -51,6 +51,11 @@ QUEUE_REFRESH_DELAY = 0.05
 # waiting visitor's place is right within this plus the time of one reload, at a cost per
 # second that does not grow with the rate of changes.
 QUEUE_REFRESH_INTERVAL = 0.25
+# ...or, when the queue is long, at least this many times as long as handing out the last
+# reload took (mostly a frame to each waiting visitor whose place moved): the queue's share of
+# the process stays under about a fifth however many wait, and places still follow within a
+# second with thousands waiting (docs/performance.md, "surge").
+QUEUE_FANOUT_PAUSE_FACTOR = 4
 # Events one listener may have waiting for it before it counts as unable to keep up.
 MAILBOX_LIMIT = 500
 
@@ -136,6 +141,7 @@ class Hub:
         self._queue_task: asyncio.Task | None = None
         self._queue_dirty = False
         self._queue_loaded_at = 0.0
+        self._queue_pause = QUEUE_REFRESH_INTERVAL
         self.last_snapshot: QueueSnapshot | None = None
         self.mailboxes: dict[Listener, Mailbox] = {}
         # Events waiting for the next ring to the other processes, and the ring under way.
@@ -199,11 +205,19 @@ class Hub:
     async def publish(self, events: list[dict[str, Any]]) -> None:
         """Deliver committed events here, then ring the other processes (returns once the
         ring that carries them has gone out, so synchronous callers may end their loop)."""
+        await self.publish_nowait(events)
+
+    def publish_nowait(self, events: list[dict[str, Any]]) -> asyncio.Future:
+        """Deliver committed events here now; returns what to await for the ring to the other
+        processes (the caller may do its own work first)."""
         for event in events:
             self._deliver(event)
         layer = get_channel_layer()
         if events and layer is not None and not isinstance(layer, InMemoryChannelLayer):
-            await asyncio.shield(self._ring(layer, events))
+            return asyncio.shield(self._ring(layer, events))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     def _ring(self, layer: Any, events: list[dict[str, Any]]) -> asyncio.Future:
         """Queue events for the next ring. While one ring is on its way, events gather for the
@@ -287,7 +301,7 @@ class Hub:
         while True:
             self._queue_dirty = False
             since_last = time.monotonic() - self._queue_loaded_at
-            await asyncio.sleep(max(QUEUE_REFRESH_DELAY, QUEUE_REFRESH_INTERVAL - since_last))
+            await asyncio.sleep(max(QUEUE_REFRESH_DELAY, self._queue_pause - since_last))
             self._queue_loaded_at = time.monotonic()
             try:
                 # Off the shared database thread, which every handshake of the process uses.
@@ -296,8 +310,11 @@ class Hub:
                 logger.exception("could not load the queue")
                 return
             self.last_snapshot = snapshot
+            handing_out = time.monotonic()
             for listener in list(self.queue_watchers):
                 self._mailbox(listener).put_snapshot(snapshot)
+            took = time.monotonic() - handing_out
+            self._queue_pause = max(QUEUE_REFRESH_INTERVAL, took * QUEUE_FANOUT_PAUSE_FACTOR)
             if not self._queue_dirty:
                 return
 

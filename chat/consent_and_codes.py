@@ -53,21 +53,17 @@ class ConsentAndCodeFrames:
                 )
         return code
 
-    async def line_is_open(self, options: dict[str, Any]) -> bool:
-        """False, after telling the visitor when the line opens, while it is closed."""
-        # Off the shared database thread (advice.fastpath.orm): in a surge hundreds of visitors
-        # start at once, and on the one thread every handshake of the process would wait
-        # behind them (docs/performance.md).
-        status = await fastpath.orm(line_status)(options.get("county", ""))
-        if status.open:
-            return True
-        frame = await database_sync_to_async(line_closed_frame)(status, options["language"])
-        await self.send_frame(frame)
-        return False
-
-    async def start_conversation(self, return_code: str, options: dict[str, Any]):
-        # Off the shared database thread too (see line_is_open).
-        return await fastpath.orm(returncodes.start_web_conversation)(return_code, **options)
+    async def start_if_open(self, return_code: str, options: dict[str, Any]) -> Any:
+        """Start the conversation, or, while the line is closed, tell the visitor when it opens
+        and return None. The check and the start are one call off the shared database thread
+        (advice.fastpath.orm): in a surge hundreds of visitors start at once, and on the one
+        thread every other database call of the process would wait behind them
+        (docs/performance.md)."""
+        status, started = await fastpath.orm(_start_while_open)(return_code, options)
+        if started is None:
+            frame = await database_sync_to_async(line_closed_frame)(status, options["language"])
+            await self.send_frame(frame)
+        return started
 
     # --- frames --------------------------------------------------------------------------
 
@@ -117,6 +113,14 @@ class ConsentAndCodeFrames:
         """After a (re)connect: an interpreter still waiting for this visitor's answer."""
         if await database_sync_to_async(interpreters.waiting_request)(conversation):
             await self.send_frame({"type": "interpreter_request"})
+
+
+def _start_while_open(return_code: str, options: dict[str, Any]) -> tuple[Any, Any]:
+    """(the line's status, what Conversation.start_web returned or None while closed)."""
+    status = line_status(options.get("county", ""))
+    if not status.open:
+        return status, None
+    return status, returncodes.start_web_conversation(return_code, **options)
 
 
 def consent_and_code_strings() -> dict[str, Any]:

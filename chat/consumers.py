@@ -78,11 +78,12 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
             raise ProtocolError("missing_field", "Say which language the interpreter should speak.")
         options.update(self.interpreter_wishes(frame, interpreter_needed))
         return_code = self.return_code_field(frame)
-        if not await self.line_is_open(options):
+        started = await self.start_if_open(return_code, options)
+        if started is None:
             return  # the visitor was told when the line opens (`line_closed`)
-        conversation, token, events = await self.start_conversation(return_code, options)
+        conversation, token, events = started
         await self.send_frame({"type": "started", "token": token})
-        await self._attach(conversation, after_seq=0)
+        await self._attach(conversation, after_seq=0, new=True)
         await publish(events)
 
     async def handle_resume(self, frame: dict[str, Any]) -> None:
@@ -165,12 +166,10 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
         estimate = snapshot.estimated_wait(position)
         if (position, estimate) != (self.position, self.estimate):
             self.position, self.estimate = position, estimate
-            await self.send_frame(
-                {
-                    "type": "queue",
-                    "position": position,
-                    "estimated_wait_seconds": estimate,
-                }
+            # Two integers, written out directly: every waiting visitor gets this frame after
+            # each reload of a moving queue, thousands a second in a surge.
+            await self.send_text(
+                f'{{"type":"queue","position":{position:d},"estimated_wait_seconds":{estimate:d}}}'
             )
 
     def message_frame(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +184,7 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
 
     # --- helpers ---------------------------------------------------------------------------
 
-    async def _attach(self, conversation: Conversation, after_seq: int) -> None:
+    async def _attach(self, conversation: Conversation, after_seq: int, new: bool = False) -> None:
         self.conversation = conversation
         await self.send_frame(self.state_frame())
         if conversation.status == Conversation.Status.WAITING:
@@ -194,7 +193,10 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
             self.hub.watch_queue(self)
             self.hub.request_queue_refresh()
         await self.follow(conversation, after_seq)
-        await self.ask_again_if_waiting(conversation)
+        if not new:
+            # No interpreter can be waiting yet for a conversation started a moment ago (an
+            # advisor has to take it and invite one first, and that reaches the socket live).
+            await self.ask_again_if_waiting(conversation)
 
     def _require_conversation(self) -> Conversation:
         if self.conversation is None:

@@ -157,6 +157,33 @@ async def test_a_second_console_of_the_same_advisor_follows_what_the_first_takes
         await socket.disconnect()
 
 
+async def test_the_console_that_takes_shows_the_conversation_once_and_each_entry_once(advisor):
+    # The taking socket follows at once with the conversation in hand; the take's own event,
+    # which reaches it too, must not show the conversation a second time.
+    visitor = await start_visitor()
+    await visitor.send_json_to({"type": "send", "client_id": "v", "text": "hej"})
+    await receive_until(visitor, "ack")
+    console = await console_for(advisor)
+    await settled_queue(console)
+    await console.send_json_to({"type": "take_next"})
+    frames = [f for f in await drain(console) if f["type"] != "queue"]
+    assert [f["type"] for f in frames] == ["conversation", "message", "message"]
+    assert frames[0]["conversation"]["status"] == "active"
+    assert [f["seq"] for f in frames[1:]] == [1, 2]
+    # Later changes still arrive: the close shows as a conversation frame.
+    await console.send_json_to(
+        {
+            "type": "close",
+            "conversation": frames[0]["conversation"]["id"],
+            "outcome": "advice_given",
+        }
+    )
+    closed = await receive_until(console, "conversation")
+    assert closed["conversation"]["status"] == "closed"
+    for socket in (visitor, console):
+        await socket.disconnect()
+
+
 async def test_an_advisor_cannot_take_more_conversations_than_the_capacity(db):
     carl = await database_sync_to_async(make_advisor)("carl", capacity=1)
     for _ in range(2):
