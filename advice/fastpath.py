@@ -170,6 +170,15 @@ async def _close_with_loop(pool: _Connections) -> None:
         await pool.close()
 
 
+async def fetch_one(sql: str, params: list[Any]) -> tuple | None:
+    """One statement on this event loop's connections (autocommit): its first row, if any.
+    For other modules' hot paths (sms.webhooks); PostgreSQL only (see `enabled`)."""
+    pool = await _pool()
+    async with pool.connection() as conn:
+        cursor = await conn.execute(sql, params)
+        return await cursor.fetchone()
+
+
 # --- append -------------------------------------------------------------------------------------
 
 

@@ -1,24 +1,28 @@
 """The ASGI fast path for Twilio's webhooks: POST /sms/inbound and /sms/status are answered
-here, in front of Django, with one hop to a worker thread for the database and nothing else.
+here, in front of Django. A text arriving is stored without a thread, by one statement on
+advice.fastpath's connections (sms.webhooks.handle_inbound_without_thread); everything else
+(status callbacks, SQLite, a cold cache) takes one hop to a worker thread for the database.
 
 Why: measured on this project's machine (docs/sms.md, "Benchmark"), Daphne alone costs about
-0.6 ms of CPU per request, while Django's per-request stack (request object, twelve
-middlewares, signals, the sync/async hops) costs several milliseconds before the view runs:
-more than the webhook's own work, and enough to keep one process under 300 webhooks/s. These
-two endpoints need none of it: no session, no cookie, no CSRF (the signature is their
-authentication), no template, no language. The work itself is exactly the Django views' own
-(sms.webhooks.handle); the views still serve these paths wherever this wrapper is not in front.
+0.8 ms of CPU per request (with advice.server_tuning), while Django's per-request stack
+(request object, twelve middlewares, signals, the sync/async hops) costs several milliseconds
+before the view runs: more than the webhook's own work, and enough to keep one process under
+300 webhooks/s. These two endpoints need none of it: no session, no cookie, no CSRF (the
+signature is their authentication), no template, no language. The checks are exactly the
+Django views' own (sms.webhooks); the views still serve these paths wherever this wrapper is
+not in front.
 """
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
-from sms.webhooks import PATHS, Answer, Webhook, handle
+from sms.webhooks import PATHS, Answer, Webhook, handle, handle_inbound_without_thread
 
 # Twilio's webhook bodies are a few kilobytes; Django refuses more than this too.
 MAX_BODY = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 2_621_440
@@ -29,6 +33,10 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 ]
+
+
+# The threads that answer webhooks (database work); a webhook holds one for a few milliseconds.
+_workers = ThreadPoolExecutor(max_workers=6, thread_name_prefix="advice-webhook")
 
 
 def _answer_in_thread(hook: Webhook) -> Answer:
@@ -72,7 +80,13 @@ class TwilioWebhooks:
             body=bytes(body),
             signature=headers.get(b"x-twilio-signature", b"").decode("latin-1"),
         )
-        answer = await sync_to_async(_answer_in_thread, thread_sensitive=False)(hook)
+        # A plain executor hop, not asgiref's sync_to_async: the handler needs none of its
+        # context machinery, and at hundreds of webhooks a second that machinery was a tenth
+        # of the server's CPU.
+        answer = await handle_inbound_without_thread(hook)
+        if answer is None:
+            loop = asyncio.get_running_loop()
+            answer = await loop.run_in_executor(_workers, _answer_in_thread, hook)
         await self._send(send, answer)
 
     @staticmethod

@@ -94,7 +94,22 @@ def line_county(number: str) -> str | None:
     now = time.monotonic()
     if _lines is None or now - _lines[0] > LINES_CACHE_SECONDS:
         _lines = (now, dict(SmsNumber.objects.filter(active=True).values_list("number", "county")))
-    lines = _lines[1]
+    return _county_of(_lines[1], number)
+
+
+# What cached_line_county says when only line_county (which reads the database) can answer.
+NOT_CACHED = object()
+
+
+def cached_line_county(number: str) -> Any:
+    """line_county from this process's cache alone (no database): NOT_CACHED when the cache
+    is too old, for code that may not wait for the database (sms.webhooks)."""
+    if _lines is None or time.monotonic() - _lines[0] > LINES_CACHE_SECONDS:
+        return NOT_CACHED
+    return _county_of(_lines[1], number)
+
+
+def _county_of(lines: dict[str, str], number: str) -> str | None:
     if number in lines:
         return lines[number]
     if number == settings.TWILIO_FROM_NUMBER:
@@ -107,50 +122,46 @@ def forget_lines() -> None:
     _lines = None
 
 
-def _sender_flags(sender_hash: str) -> tuple[bool, bool]:
-    """(their texts continue a conversation, they have opted out), in one query: an open
-    conversation of theirs, or an earlier text of theirs still waiting for the worker, means
-    the text continues one."""
+def _quiet_sql() -> str:
+    """A SQL expression: true when a text from `sender_hash` gets no automatic reply, because
+    their texts continue a conversation (an open one, or an earlier text still waiting for the
+    worker) or because they have opted out. Parameters: the hash, the two open statuses, the
+    hash, the hash."""
     from advice.models import Conversation
 
     quote = connection.ops.quote_name
     thread, conversation = SmsThread._meta.db_table, Conversation._meta.db_table
     inbound, opt_out = InboundSms._meta.db_table, SmsOptOut._meta.db_table
-    sql = (
-        # Table names from the models, values as parameters: nothing from the request is
-        # spliced in.
-        f"SELECT EXISTS (SELECT 1 FROM {quote(thread)} t JOIN {quote(conversation)} c"  # noqa: S608
-        f" ON c.id = t.conversation_id WHERE t.current_for = %s AND c.status IN (%s, %s)),"
-        f" EXISTS (SELECT 1 FROM {quote(inbound)} WHERE sender_hash = %s"
-        f" AND processed_at IS NULL),"
-        f" EXISTS (SELECT 1 FROM {quote(opt_out)} WHERE sender_hash = %s)"
+    # Table names from the models, values as parameters: nothing from the request is spliced in.
+    return (
+        f"(EXISTS (SELECT 1 FROM {quote(thread)} t JOIN {quote(conversation)} c"  # noqa: S608
+        f" ON c.id = t.conversation_id WHERE t.current_for = %s AND c.status IN (%s, %s))"
+        f" OR EXISTS (SELECT 1 FROM {quote(inbound)} WHERE sender_hash = %s"
+        f" AND processed_at IS NULL)"
+        f" OR EXISTS (SELECT 1 FROM {quote(opt_out)} WHERE sender_hash = %s))"
     )
-    params = [sender_hash, *Conversation.OPEN_STATUSES, sender_hash, sender_hash]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        open_thread, waiting_text, opted_out = cursor.fetchone()
-    return bool(open_thread or waiting_text), bool(opted_out)
 
 
-def acknowledgement_for(text: InboundText, sender_hash: str, county: str) -> str:
-    """Which automatic reply the text gets: one only for the first text of a new
-    conversation, none for STOP/START or to a sender who has opted out."""
+def reply_if_new(text: InboundText, county: str) -> str:
+    """The automatic reply a text gets if it opens a new conversation: none for STOP/START."""
     if keyword(text.body) in STOP_WORDS | START_WORDS:
-        return ""
-    continues, opted_out = _sender_flags(sender_hash)
-    if continues or opted_out:
         return ""
     return replies.acknowledgement_kind(county)
 
 
-def _insert(text: InboundText, sender_hash: str, acknowledgement: str) -> bool:
-    """One INSERT, one round trip, in the webhook's autocommit. ON CONFLICT DO NOTHING on the
-    unique MessageSid: a retried text stores nothing and returns no id, so a duplicate is told
-    apart by the database's constraint itself, with no second query and no error to recover
-    from (inside a caller's transaction too). Raw SQL because the ORM cannot say "DO NOTHING
-    and tell me"; PostgreSQL and SQLite (3.35+) both speak it."""
+def insert_statement(text: InboundText, reply_if_new: str) -> tuple[str, list[Any]]:
+    """The one statement that stores a text, and decides its automatic reply in the same
+    statement: `reply_if_new` unless the sender's texts continue a conversation or they have
+    opted out. It returns the reply ("" for none), or no row when the MessageSid was stored
+    before (Twilio retrying): ON CONFLICT DO NOTHING on the unique MessageSid, so a duplicate
+    is told apart by the database's constraint itself, with no second query and no error to
+    recover from (inside a caller's transaction too). Raw SQL because the ORM cannot say "DO
+    NOTHING and tell me"; PostgreSQL and SQLite (3.35+) both speak it."""
+    from advice.models import Conversation
+
     quote = connection.ops.quote_name
     now = connection.ops.adapt_datetimefield_value(timezone.now())
+    sender_hash = phone_hash(text.sender)
     values = {
         "message_sid": text.message_sid,
         "sender_hash": sender_hash,
@@ -158,32 +169,44 @@ def _insert(text: InboundText, sender_hash: str, acknowledgement: str) -> bool:
         "line_number": text.to,
         "body": crypto.encrypt(text.body),
         "num_media": text.num_media,
-        "acknowledgement": acknowledgement,
         "received_at": now,
         "attempts": 0,
         "next_attempt_at": now,
         "last_error": "",
     }
-    columns = ", ".join(quote(name) for name in values)
+    columns = ", ".join(quote(name) for name in [*values, "acknowledgement"])
     placeholders = ", ".join(["%s"] * len(values))
     sql = (
-        f"INSERT INTO {quote(InboundSms._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
-        f" ON CONFLICT ({quote('message_sid')}) DO NOTHING RETURNING {quote('id')}"
+        f"INSERT INTO {quote(InboundSms._meta.db_table)} ({columns})"
+        f" SELECT {placeholders}, CASE WHEN {_quiet_sql()} THEN '' ELSE %s END"
+        # "WHERE true": SQLite needs it to read ON CONFLICT after INSERT ... SELECT.
+        f" WHERE true ON CONFLICT ({quote('message_sid')}) DO NOTHING"
+        f" RETURNING {quote('acknowledgement')}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, list(values.values()))
-        return cursor.fetchone() is not None
+    params = [
+        *values.values(),
+        sender_hash,
+        *Conversation.OPEN_STATUSES,
+        sender_hash,
+        sender_hash,
+        reply_if_new,
+    ]
+    return sql, params
 
 
 def record_inbound(text: InboundText) -> tuple[bool, str]:
-    """Store the text for the worker. Returns (stored now, the automatic reply's kind); a
-    MessageSid stored before (Twilio retrying) stores nothing and gets no second reply."""
+    """Store the text for the worker, in one statement, one round trip, in the webhook's
+    autocommit. Returns (stored now, the automatic reply's kind); a MessageSid stored before
+    (Twilio retrying) stores nothing and gets no second reply. Only the first text of a new
+    conversation gets a reply; none for STOP/START."""
     county = line_county(text.to)
     if county is None:
         raise UnknownNumber()
-    sender_hash = phone_hash(text.sender)
-    acknowledgement = acknowledgement_for(text, sender_hash, county)
-    if not _insert(text, sender_hash, acknowledgement):
+    sql, params = insert_statement(text, reply_if_new(text, county))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
         return False, ""
     transaction.on_commit(wake_worker)
-    return True, acknowledgement
+    return True, row[0]

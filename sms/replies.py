@@ -52,6 +52,24 @@ def clear_cache() -> None:
     _cache.clear()
 
 
+def cached_for(county: str) -> bool:
+    """Whether everything an acknowledgement for `county` needs just now is in this
+    process's cache, with a second to spare, so that making it reads no database
+    (sms.webhooks answers without a thread then)."""
+    now = time.monotonic()
+
+    def fresh(key: object) -> bool:
+        hit = _cache.get(key)
+        return hit is not None and now - hit[0] < CACHE_SECONDS - 1
+
+    if not fresh(("hours", county)):
+        return False
+    is_open, _opens_at = _cache[("hours", county)][1]  # type: ignore[misc]
+    if is_open:
+        return fresh(("texts", AutoReply.Kind.RECEIVED)) and fresh("wait")
+    return fresh(("texts", AutoReply.Kind.CLOSED))
+
+
 # --- opening hours ------------------------------------------------------------------------------
 
 

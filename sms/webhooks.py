@@ -25,18 +25,24 @@ from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
 from twilio.twiml.messaging_response import MessagingResponse
 
+from advice import fastpath
 from advice.realtime import publish_on_commit
 from sms import provider, replies
 from sms.inbound import (
     MESSAGE_SID,
+    NOT_CACHED,
+    InboundText,
     InvalidWebhook,
     UnknownNumber,
+    cached_line_county,
+    insert_statement,
     line_county,
     parse_inbound,
     record_inbound,
+    reply_if_new,
 )
 from sms.models import OutboundSms
-from sms.outbox import FINAL, record_status, schedule_deletion
+from sms.outbox import FINAL, record_status, schedule_deletion, wake_worker
 
 PATHS = ("/sms/inbound", "/sms/status")
 # Twilio's message_enum_status: every status a callback can carry.
@@ -59,6 +65,15 @@ ERROR_CODE = re.compile(r"^[0-9]{1,6}$")
 FORM = "application/x-www-form-urlencoded"
 
 
+class Form(MultiValueDict):
+    """A webhook's fields, as Django's QueryDict holds them. `getall` is what the twilio SDK's
+    validator asks for first (it is Flask's name): without it, every field of every signature
+    check cost a caught AttributeError before the validator tried `getlist`."""
+
+    def getall(self, key: str) -> list[str]:
+        return dict.__getitem__(self, key)
+
+
 @dataclass
 class Webhook:
     """A request to one of the webhooks, as either adapter sees it."""
@@ -79,10 +94,10 @@ class Webhook:
         return QueryDict(self.query_string)
 
     @property
-    def form(self) -> MultiValueDict:
+    def form(self) -> Form:
         """Every field, empty ones included (they are signed too), repeated ones as lists."""
         if self.content_type != FORM:
-            return MultiValueDict()
+            return Form()
         # parse_qsl straight into lists: a QueryDict built field by field costs several times
         # as much, and the webhook is on a hot path (docs/sms.md, "Benchmark").
         fields: dict[str, list[str]] = {}
@@ -92,7 +107,7 @@ class Webhook:
             max_num_fields=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS,
         ):
             fields.setdefault(name, []).append(value)
-        return MultiValueDict(fields)
+        return Form(fields)
 
 
 @dataclass
@@ -113,7 +128,43 @@ def _twiml(response: MessagingResponse) -> Answer:
 
 def handle(hook: Webhook) -> Answer:
     """Answer one webhook request. Runs synchronously (database work), inside no transaction."""
+    checked = _checked(hook)
+    if isinstance(checked, Answer):
+        return checked
     handler = {"/sms/inbound": _inbound, "/sms/status": _status}[hook.path]
+    return handler(hook, checked)
+
+
+async def handle_inbound_without_thread(hook: Webhook) -> Answer | None:
+    """`handle` for a text arriving (/sms/inbound), awaitable, with no thread: on PostgreSQL
+    the text is stored by one statement on advice.fastpath's connections. Returns None where
+    only `handle` can answer: not PostgreSQL, or something the webhook reads from the admin
+    (the line's numbers, the reply texts, the opening hours, the queue's wait) is not in this
+    process's short-lived cache just now; `handle` reads it, and the next texts come here."""
+    if hook.path != "/sms/inbound" or not fastpath.enabled():
+        return None
+    checked = _checked(hook)
+    if isinstance(checked, Answer):
+        return checked
+    try:
+        text = parse_inbound(checked)
+    except InvalidWebhook as error:
+        return _plain(400, f"{error.code}: {error.field}")
+    county = cached_line_county(text.to)
+    if county is NOT_CACHED:
+        return None
+    if county is None:
+        return _plain(404, "unknown_number: the To number is not one of the line's numbers.")
+    if not replies.cached_for(county):
+        return None
+    statement, params = insert_statement(text, reply_if_new(text, county))
+    row = await fastpath.fetch_one(statement, params)
+    wake_worker()
+    return _acknowledged(text, county, "" if row is None else row[0])
+
+
+def _checked(hook: Webhook) -> Answer | Form:
+    """The form of a genuine request from Twilio for this line, or the answer refusing it."""
     if hook.method != "POST":
         return _plain(405, "method_not_allowed: POST only.", Allow="POST")
     if not settings.SMS_ENABLED:
@@ -132,7 +183,7 @@ def handle(hook: Webhook) -> Answer:
         return _plain(415, "unsupported_media_type: Twilio posts form-encoded fields.")
     if form.get("AccountSid") != settings.TWILIO_ACCOUNT_SID:
         return _plain(403, "wrong_account: the AccountSid is not this line's.")
-    return handler(hook, form)
+    return form
 
 
 def _inbound(hook: Webhook, form: MultiValueDict) -> Answer:
@@ -143,10 +194,14 @@ def _inbound(hook: Webhook, form: MultiValueDict) -> Answer:
         return _plain(400, f"{error.code}: {error.field}")
     except UnknownNumber:
         return _plain(404, "unknown_number: the To number is not one of the line's numbers.")
+    return _acknowledged(text, line_county(text.to) or "", acknowledgement)
+
+
+def _acknowledged(text: InboundText, county: str, acknowledgement: str) -> Answer:
     response = MessagingResponse()
     if acknowledgement:
         response.message(
-            replies.acknowledgement_text(acknowledgement, line_county(text.to) or "", text.sender),
+            replies.acknowledgement_text(acknowledgement, county, text.sender),
             action=provider.acknowledgement_callback_url(),
         )
     return _twiml(response)

@@ -144,3 +144,57 @@ async def test_every_other_path_still_reaches_django(sms_on):
     )
     response = await communicator.get_response(timeout=10)
     assert response["status"] == 404  # Django's answer: not one of the webhooks' paths
+
+
+def hook_for(fields: dict[str, str]):
+    from sms.webhooks import Webhook
+
+    return Webhook(
+        method="POST",
+        path="/sms/inbound",
+        query_string="",
+        content_type="application/x-www-form-urlencoded",
+        body=urlencode(fields).encode(),
+        signature=sign(BASE_URL + "/sms/inbound", fields),
+    )
+
+
+async def test_once_the_admins_settings_are_cached_texts_are_stored_without_a_thread(sms_on):
+    """The first text reads the line's numbers, the reply texts and the opening hours on a
+    thread and caches them; on PostgreSQL the texts after it are stored by one statement on
+    the event loop (sms.webhooks.handle_inbound_without_thread), with the same answers."""
+    from django.db import connection
+
+    from sms.webhooks import handle_inbound_without_thread
+
+    first = inbound_fields(sender=SENDER, body="hej")
+    assert b"<Message" in (await post("/sms/inbound", first))["body"]
+    new_sender = inbound_fields(sender="+46709876543", body="en fråga")
+    answer = await handle_inbound_without_thread(hook_for(new_sender))
+    if connection.vendor != "postgresql":
+        # SQLite has no such path: the thread answers, as for the first text.
+        assert answer is None
+        return
+    # A new sender's first text is acknowledged; the first sender's next text is not.
+    assert answer.status == 200 and b"<Message" in answer.body
+    again = await handle_inbound_without_thread(
+        hook_for(inbound_fields(sender=SENDER, body="och en sak till"))
+    )
+    assert again.status == 200 and b"<Message" not in again.body
+    # Twilio retrying stores nothing more and sends no second reply.
+    retried = await handle_inbound_without_thread(hook_for(new_sender))
+    assert retried.status == 200 and b"<Message" not in retried.body
+    # STOP from someone new gets no automatic reply either.
+    stop = await handle_inbound_without_thread(
+        hook_for(inbound_fields(sender="+46701112233", body="Stopp."))
+    )
+    assert stop.status == 200 and b"<Message" not in stop.body
+    unknown = await handle_inbound_without_thread(
+        hook_for(inbound_fields(sender=SENDER, body="hej", to="+46109999999"))
+    )
+    assert unknown.status == 404
+    assert await stored() == 4
+    # Stored as the thread stores them: encrypted, waiting for the worker.
+    row = await database_sync_to_async(InboundSms.objects.get)(message_sid=new_sender["MessageSid"])
+    assert row.processed_at is None and row.acknowledgement == "received"
+    assert "fråga" not in str(row.body) and row.num_media == 0
