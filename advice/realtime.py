@@ -53,9 +53,9 @@ QUEUE_REFRESH_DELAY = 0.05
 QUEUE_REFRESH_INTERVAL = 0.25
 # ...or, when the queue is long, at least this many times as long as handing out the last
 # reload took (mostly a frame to each waiting visitor whose place moved): the queue's share of
-# the process stays under about a fifth however many wait, and places still follow within a
+# the process stays under about a third however many wait, and places still follow within a
 # second with thousands waiting (docs/performance.md, "surge").
-QUEUE_FANOUT_PAUSE_FACTOR = 4
+QUEUE_FANOUT_PAUSE_FACTOR = 2
 # Events one listener may have waiting for it before it counts as unable to keep up.
 MAILBOX_LIMIT = 500
 

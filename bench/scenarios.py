@@ -207,9 +207,16 @@ async def offer(senders: list[Any], rate: float, duration: float, ledger: Ledger
 
 
 async def drain(ledger: Ledger, timeout: float = 5) -> None:
-    deadline = now() + timeout
-    while now() < deadline and not ledger.all_arrived():
+    """Wait until everything sent has arrived, or nothing more has arrived for `timeout`
+    seconds: a server that is behind but still delivering is waited for (what arrives late
+    shows in the latencies), so "lost" counts only what never came."""
+    arrived, quiet_since = len(ledger.received), now()
+    while not ledger.all_arrived():
         await asyncio.sleep(0.05)
+        if len(ledger.received) != arrived:
+            arrived, quiet_since = len(ledger.received), now()
+        elif now() - quiet_since > timeout:
+            return
 
 
 def measured(ledger: Ledger, sent: int) -> dict[str, Any]:
@@ -424,20 +431,26 @@ async def surge(
     cpu = server.cpu_seconds() - cpu_before
     await asyncio.sleep(1.5)  # the last places settle
 
-    # The truth, from the database: queue order is creation order (none is urgent here).
-    def order() -> tuple[dict[str, int], dict[str, int]]:
+    # The truth, from the database: queue order is creation order (none is urgent here), and
+    # who was waiting at a take is read from the rows' own times (a visitor's conversation
+    # exists before its "started" frame reaches the load generator).
+    def order() -> tuple[dict[Visitor, int], dict[str, int], dict[int, tuple[float, float]]]:
         tokens = {hash_token(v.token): v for v in crowd if v.token}
         rows = Conversation.objects.filter(Q(token_hash__in=list(tokens))).values_list(
-            "token_hash", "pk", "public_id"
+            "token_hash", "pk", "public_id", "created_at", "taken_at"
         )
-        by_token = {tokens[h]: pk for h, pk, _ in rows}
-        by_public = {str(public): pk for _, pk, public in rows}
-        return by_token, by_public
+        by_token = {tokens[h]: pk for h, pk, *_ in rows}
+        by_public = {str(public): pk for _, pk, public, *_ in rows}
+        times = {
+            pk: (created.timestamp(), taken.timestamp() if taken else float("inf"))
+            for _, pk, _, created, taken in rows
+        }
+        return by_token, by_public, times
 
     from asgiref.sync import sync_to_async
 
-    id_of_visitor, id_of_public = await sync_to_async(order)()
-    lags = checked_places(crowd, started_at, takes, id_of_visitor, id_of_public)
+    id_of_visitor, id_of_public, times = await sync_to_async(order)()
+    lags = checked_places(crowd, takes, id_of_visitor, id_of_public, times)
     frames = sum(len(v.positions) for v in crowd)
     await gather_limited([c.close() for c in [*consoles, *crowd]], 200)
     await asyncio.to_thread(server.stop)
@@ -466,35 +479,29 @@ async def surge(
 
 def checked_places(
     crowd: list[Visitor],
-    started_at: dict[Visitor, float],
     takes: list[tuple[float, str]],
     id_of_visitor: dict[Visitor, int],
     id_of_public: dict[str, int],
+    times: dict[int, tuple[float, float]],
 ) -> dict[str, Any]:
-    """For each take and each visitor waiting behind it then: the time from the take until
-    the visitor showed a place no higher than their true one (places only fall here)."""
+    """For each take and each visitor waiting behind it then: the time from the take (as the
+    advisor saw it) until the visitor showed a place no higher than their true one (places
+    only fall here). Who was waiting, and in which order, comes from the database's own
+    times."""
     import bisect
 
-    events = sorted(takes)
-    taken_at: dict[int, float] = {}
-    for at, public_id in events:
-        if public_id in id_of_public:
-            taken_at.setdefault(id_of_public[public_id], at)
     visitors = sorted(
         ((id_of_visitor[v], v) for v in crowd if v in id_of_visitor), key=lambda pair: pair[0]
     )
     times_of = {v: [t for t, _ in v.positions] for _, v in visitors}
     lags: list[float] = []
     never = 0
-    for at, public_id in events:
+    for at, public_id in sorted(takes):
         taken = id_of_public.get(public_id)
         if taken is None:
             continue
-        waiting = [
-            pk
-            for pk, v in visitors
-            if started_at.get(v, float("inf")) <= at and taken_at.get(pk, float("inf")) > at
-        ]
+        moment = times[taken][1]  # when the database recorded the take
+        waiting = [pk for pk, _ in visitors if times[pk][0] <= moment < times[pk][1]]
         index = {pk: place for place, pk in enumerate(waiting, start=1)}
         for pk, visitor in visitors:
             if pk <= taken or pk not in index:
@@ -507,7 +514,7 @@ def checked_places(
             later = next((t for t, p in visitor.positions[shown + 1 :] if p <= truth), None)
             if later is None:
                 # Taken (or the run ended) before it showed: not a wrong place.
-                if taken_at.get(pk, float("inf")) < float("inf"):
+                if times[pk][1] < float("inf"):
                     continue
                 never += 1
             else:
