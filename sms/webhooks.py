@@ -197,13 +197,19 @@ def _inbound(hook: Webhook, form: MultiValueDict) -> Answer:
     return _acknowledged(text, line_county(text.to) or "", acknowledgement)
 
 
+# The answer to every text but the first of a conversation: an empty TwiML response, as the
+# SDK writes it, made once.
+NO_REPLY = str(MessagingResponse()).encode()
+
+
 def _acknowledged(text: InboundText, county: str, acknowledgement: str) -> Answer:
+    if not acknowledgement:
+        return Answer(200, NO_REPLY, "text/xml; charset=utf-8")
     response = MessagingResponse()
-    if acknowledgement:
-        response.message(
-            replies.acknowledgement_text(acknowledgement, county, text.sender),
-            action=provider.acknowledgement_callback_url(),
-        )
+    response.message(
+        replies.acknowledgement_text(acknowledgement, county, text.sender),
+        action=provider.acknowledgement_callback_url(),
+    )
     return _twiml(response)
 
 
