@@ -429,7 +429,17 @@ async def surge(
     await asyncio.gather(*working)
     elapsed = now() - began
     cpu = server.cpu_seconds() - cpu_before
-    await asyncio.sleep(1.5)  # the last places settle
+    # The last places settle: wait until no visitor has been sent a new place for a second
+    # (at most 10 s). A fixed pause had ended the watching while the places after the last
+    # takes were still on their way, and counted them as never right.
+    frames_seen, quiet_since, give_up = -1, now(), now() + 10
+    while now() < give_up:
+        frames_now = sum(len(v.positions) for v in crowd)
+        if frames_now != frames_seen:
+            frames_seen, quiet_since = frames_now, now()
+        elif now() - quiet_since >= 1.0:
+            break
+        await asyncio.sleep(0.1)
 
     # The truth, from the database: queue order is creation order (none is urgent here), and
     # who was waiting at a take is read from the rows' own times (a visitor's conversation
@@ -490,9 +500,13 @@ def checked_places(
     times."""
     import bisect
 
+    # Queue order as the service keeps it: by creation time, then id. (Ids are not in creation
+    # order: the time is taken before the INSERT, and starts run on several threads.)
     visitors = sorted(
-        ((id_of_visitor[v], v) for v in crowd if v in id_of_visitor), key=lambda pair: pair[0]
+        ((id_of_visitor[v], v) for v in crowd if v in id_of_visitor),
+        key=lambda pair: (times[pair[0]][0], pair[0]),
     )
+    rank = {pk: n for n, (pk, _) in enumerate(visitors)}
     times_of = {v: [t for t, _ in v.positions] for _, v in visitors}
     lags: list[float] = []
     never = 0
@@ -504,7 +518,7 @@ def checked_places(
         waiting = [pk for pk, _ in visitors if times[pk][0] <= moment < times[pk][1]]
         index = {pk: place for place, pk in enumerate(waiting, start=1)}
         for pk, visitor in visitors:
-            if pk <= taken or pk not in index:
+            if pk not in index or rank[pk] <= rank.get(taken, -1):
                 continue
             truth = index[pk]
             shown = bisect.bisect_right(times_of[visitor], at) - 1
