@@ -80,11 +80,11 @@ class TwilioWebhooks:
             body=bytes(body),
             signature=headers.get(b"x-twilio-signature", b"").decode("latin-1"),
         )
-        # A plain executor hop, not asgiref's sync_to_async: the handler needs none of its
-        # context machinery, and at hundreds of webhooks a second that machinery was a tenth
-        # of the server's CPU.
         answer = await handle_inbound_without_thread(hook)
         if answer is None:
+            # A plain executor hop, not asgiref's sync_to_async: the handler needs none of its
+            # context machinery, and at hundreds of webhooks a second that machinery was a
+            # tenth of the server's CPU.
             loop = asyncio.get_running_loop()
             answer = await loop.run_in_executor(_workers, _answer_in_thread, hook)
         await self._send(send, answer)

@@ -6,6 +6,7 @@ milliseconds whatever else is going on.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -122,23 +123,34 @@ def forget_lines() -> None:
     _lines = None
 
 
-def _quiet_sql() -> str:
-    """A SQL expression: true when a text from `sender_hash` gets no automatic reply, because
-    their texts continue a conversation (an open one, or an earlier text still waiting for the
-    worker) or because they have opted out. Parameters: the hash, the two open statuses, the
-    hash, the hash."""
+@functools.cache
+def _insert_sql(vendor: str, inserted: tuple[str, ...]) -> str:
+    """The statement of insert_statement, built once per kind of database (it depends only on
+    the models' table and column names, not on the text). Its reply is '' when the sender's
+    texts continue a conversation (an open one, or an earlier text still waiting for the
+    worker) or they have opted out."""
     from advice.models import Conversation
 
     quote = connection.ops.quote_name
     thread, conversation = SmsThread._meta.db_table, Conversation._meta.db_table
     inbound, opt_out = InboundSms._meta.db_table, SmsOptOut._meta.db_table
-    # Table names from the models, values as parameters: nothing from the request is spliced in.
-    return (
+    columns = ", ".join(quote(name) for name in [*inserted, "acknowledgement"])
+    placeholders = ", ".join(["%s"] * len(inserted))
+    # Table and column names from the models, values as parameters: nothing from the request
+    # is spliced in.
+    quiet = (
         f"(EXISTS (SELECT 1 FROM {quote(thread)} t JOIN {quote(conversation)} c"  # noqa: S608
         f" ON c.id = t.conversation_id WHERE t.current_for = %s AND c.status IN (%s, %s))"
         f" OR EXISTS (SELECT 1 FROM {quote(inbound)} WHERE sender_hash = %s"
         f" AND processed_at IS NULL)"
         f" OR EXISTS (SELECT 1 FROM {quote(opt_out)} WHERE sender_hash = %s))"
+    )
+    return (
+        f"INSERT INTO {quote(inbound)} ({columns})"
+        f" SELECT {placeholders}, CASE WHEN {quiet} THEN '' ELSE %s END"
+        # "WHERE true": SQLite needs it to read ON CONFLICT after INSERT ... SELECT.
+        f" WHERE true ON CONFLICT ({quote('message_sid')}) DO NOTHING"
+        f" RETURNING {quote('acknowledgement')}"
     )
 
 
@@ -159,7 +171,6 @@ def insert_statement(text: InboundText, reply_if_new: str) -> tuple[str, list[An
     NOTHING and tell me"; PostgreSQL and SQLite (3.35+) both speak it."""
     from advice.models import Conversation
 
-    quote = connection.ops.quote_name
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     sender_hash = phone_hash(text.sender)
     values = {
@@ -174,15 +185,6 @@ def insert_statement(text: InboundText, reply_if_new: str) -> tuple[str, list[An
         "next_attempt_at": now,
         "last_error": "",
     }
-    columns = ", ".join(quote(name) for name in [*values, "acknowledgement"])
-    placeholders = ", ".join(["%s"] * len(values))
-    sql = (
-        f"INSERT INTO {quote(InboundSms._meta.db_table)} ({columns})"
-        f" SELECT {placeholders}, CASE WHEN {_quiet_sql()} THEN '' ELSE %s END"
-        # "WHERE true": SQLite needs it to read ON CONFLICT after INSERT ... SELECT.
-        f" WHERE true ON CONFLICT ({quote('message_sid')}) DO NOTHING"
-        f" RETURNING {quote('acknowledgement')}"
-    )
     params = [
         *values.values(),
         sender_hash,
@@ -191,7 +193,7 @@ def insert_statement(text: InboundText, reply_if_new: str) -> tuple[str, list[An
         sender_hash,
         reply_if_new,
     ]
-    return sql, params
+    return _insert_sql(connection.vendor, tuple(values)), params
 
 
 def record_inbound(text: InboundText) -> tuple[bool, str]:
