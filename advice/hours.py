@@ -83,6 +83,65 @@ def is_open(county: str = "", now: datetime | None = None) -> bool:
     return line_status(county, now).open
 
 
+# --- the open line, remembered (PostgreSQL) ---------------------------------------------------
+
+# Every visitor's start asks whether the line is open: computed, that is up to four queries and
+# a calendar, and in a surge of arrivals it was a tenth of the server's time. So a process
+# remembers, per county, that the line is open, with the version of the opening hours it found
+# open under and until when. Triggers on the schedule tables give the hours a new version with
+# every write (migration 0004), and the start statement (advice.fastpath.start_web) stores a
+# conversation only while the version is unchanged; when it has changed, the start goes the
+# long way and this is computed again. So an admin's change, in any process, holds from the
+# next start on. A closed line is not remembered: that answer needs the numbers to call too.
+
+VERSION_TABLE = "advice_opening_hours_version"
+# An open line with no closing time in sight is checked again after this long anyway.
+REMEMBER_OPEN_AT_MOST = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class _RememberedOpen:
+    version: int
+    since: datetime
+    until: datetime
+
+
+_open_lines: dict[str, _RememberedOpen] = {}
+
+
+def remembered_open(county: str, now: datetime | None = None) -> int | None:
+    """The opening hours' version under which the line was found open for `county` and still
+    is at `now`, if this process remembers one."""
+    remembered = _open_lines.get(county)
+    if remembered is None:
+        return None
+    now = now or timezone.now()
+    # `since` too: a clock set back (a test travelling in time) is before what was seen.
+    return remembered.version if remembered.since <= now < remembered.until else None
+
+
+def status_and_version(county: str) -> tuple[LineStatus, int]:
+    """line_status(county) with the version of the hours it was computed from, remembering an
+    open line. The version is read first: a change committed in between leaves a version that
+    the start statement finds stale (and the start goes the long way), never a stale status
+    under a current version."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT version FROM {VERSION_TABLE} WHERE id = 1")  # noqa: S608
+        (version,) = cursor.fetchone()
+    now = timezone.now()
+    status = line_status(county, now)
+    if status.open:
+        until = min(status.closes_at or now + REMEMBER_OPEN_AT_MOST, now + REMEMBER_OPEN_AT_MOST)
+        _open_lines[county] = _RememberedOpen(version, now, until)
+    return status, version
+
+
+def forget_open(county: str) -> None:
+    _open_lines.pop(county, None)
+
+
 def emergency_numbers() -> list[dict[str, str]]:
     """[{"label": untranslated label, "number": ...}] in the admin's order; the built-in
     defaults if none is shown. Callers translate the label (gettext / {% translate %})."""

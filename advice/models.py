@@ -201,25 +201,61 @@ class Conversation(models.Model):
     ) -> tuple[Conversation, str, list[dict]]:
         """Open an anonymous web conversation in the queue; returns it, the visitor's token
         (shown once, stored only as a hash) and the events to publish."""
-        token = new_visitor_token()
+        conversation, token = cls.new_web(
+            language=language,
+            writer=writer,
+            interpreter_needed=interpreter_needed,
+            interpreter_language=interpreter_language,
+            interpreter_outside_community=interpreter_outside_community,
+            interpreter_gender=interpreter_gender,
+            county=county,
+            safe_now=safe_now,
+            previous=previous,
+        )
         with transaction.atomic():
-            conversation = cls.objects.create(
-                token_hash=hash_token(token),
-                channel=Channel.WEB,
-                language=language,
-                writer=writer,
-                interpreter_needed=interpreter_needed,
-                interpreter_language=interpreter_language if interpreter_needed else "",
-                interpreter_outside_community=interpreter_needed and interpreter_outside_community,
-                interpreter_gender=interpreter_gender if interpreter_needed else "",
-                county=county,
-                previous=previous,
-                safe_now=safe_now,
-                # "Not safe right now" puts the conversation first in the queue.
-                urgent=safe_now == SafeNow.NO,
-            )
-            conversation._record(ConversationEvent.Kind.CREATED, data={"channel": Channel.WEB})
+            conversation.save(force_insert=True)
+            conversation.created_event().save(force_insert=True)
         return conversation, token, [queue_changed()]
+
+    @classmethod
+    def new_web(
+        cls,
+        *,
+        language: str,
+        writer: str,
+        interpreter_needed: bool = False,
+        interpreter_language: str = "",
+        interpreter_outside_community: bool = False,
+        interpreter_gender: str = "",
+        county: str = "",
+        safe_now: str = "",
+        previous: Conversation | None = None,
+    ) -> tuple[Conversation, str]:
+        """The web conversation `start_web` stores, not yet stored, and the visitor's token.
+        advice.fastpath stores the same row (and its `created_event`) in one statement."""
+        token = new_visitor_token()
+        conversation = cls(
+            token_hash=hash_token(token),
+            channel=Channel.WEB,
+            language=language,
+            writer=writer,
+            interpreter_needed=interpreter_needed,
+            interpreter_language=interpreter_language if interpreter_needed else "",
+            interpreter_outside_community=interpreter_needed and interpreter_outside_community,
+            interpreter_gender=interpreter_gender if interpreter_needed else "",
+            county=county,
+            previous=previous,
+            safe_now=safe_now,
+            # "Not safe right now" puts the conversation first in the queue.
+            urgent=safe_now == SafeNow.NO,
+        )
+        return conversation, token
+
+    def created_event(self) -> ConversationEvent:
+        """The audit entry of this conversation's creation, not yet stored."""
+        return ConversationEvent(
+            conversation=self, kind=ConversationEvent.Kind.CREATED, data={"channel": self.channel}
+        )
 
     @classmethod
     def start_sms(
@@ -233,7 +269,7 @@ class Conversation(models.Model):
             conversation = cls.objects.create(
                 channel=Channel.SMS, language=language, writer=writer, county=county
             )
-            conversation._record(ConversationEvent.Kind.CREATED, data={"channel": Channel.SMS})
+            conversation.created_event().save(force_insert=True)
         return conversation, [queue_changed()]
 
     # --- state transitions ----------------------------------------------------------------

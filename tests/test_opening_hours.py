@@ -300,6 +300,39 @@ async def test_the_visitor_can_ask_whether_the_line_is_open_before_starting():
         await visitor.disconnect()
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_a_change_to_the_hours_holds_from_the_next_start_though_the_line_was_seen_open():
+    """On PostgreSQL a process remembers that the line is open (advice.hours); every write to
+    the hours, bulk writes included, must still count from the very next start. (On SQLite
+    nothing is remembered and each start asks; the test holds there too.)"""
+
+    async def start() -> dict:
+        visitor = await visitor_socket()
+        await visitor.send_json_to(START)
+        frame = None
+        while frame is None or frame["type"] not in ("started", "error"):
+            frame = await visitor.receive_json_from(timeout=3)
+        await visitor.disconnect()
+        return frame
+
+    assert (await start())["type"] == "started"  # no schedule: open, and remembered so
+    national = await OpeningSchedule.objects.acreate(county="")  # no hours: closed
+    assert (await start())["code"] == "line_closed"
+    # Open every day around the clock, written in bulk (no model signals)...
+    await WeeklyHours.objects.abulk_create(
+        WeeklyHours(schedule=national, weekday=day, opens=time(0), closes=time(0))
+        for day in range(7)
+    )
+    assert (await start())["type"] == "started"
+    # ...and closed today by a holiday, also in bulk.
+    today = datetime.now(STOCKHOLM).date()
+    await Holiday.objects.abulk_create([Holiday(date=today, name="Test")])
+    assert (await start())["code"] == "line_closed"
+    await Holiday.objects.filter(date=today).aupdate(date=date(2000, 1, 1))
+    assert (await start())["type"] == "started"
+    assert await Conversation.objects.acount() == 3
+
+
 # --- the admin ---------------------------------------------------------------------------------
 
 
