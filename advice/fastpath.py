@@ -43,9 +43,9 @@ from django.db import connection as django_connection
 from django.db import connections
 from django.utils import timezone
 
-from advice import crypto
+from advice import crypto, hours
 from advice.choices import Channel
-from advice.models import Conversation, Message, validate_text
+from advice.models import Conversation, ConversationEvent, Message, queue_changed, validate_text
 
 logger = logging.getLogger(__name__)
 
@@ -274,19 +274,181 @@ async def post(
     return message, True, [message.as_event()]
 
 
+# --- batches -----------------------------------------------------------------------------------
+
+
+class _Batches:
+    """Calls of one kind that arrive while the last is at the database go there together, as
+    one statement: a group commit. Under a surge the event loop is slow to come round, and a
+    connection is held for a few of its turns per statement, however quick the statement; one
+    statement per arrival then queued for the few connections by the second (measured in
+    docs/performance.md). One batch at a time per kind and event loop; its size follows the
+    backlog, from one (no waiting when idle) to `limit`."""
+
+    def __init__(self, run: Any, limit: int = 200) -> None:
+        # run(items) -> one result per item, in order
+        self.run = run
+        self.limit = limit
+        self.waiting: list[tuple[Any, asyncio.Future]] = []
+        self.draining = False
+
+    async def __call__(self, item: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((item, future))
+        if not self.draining:
+            self.draining = True
+            asyncio.get_running_loop().create_task(self._drain(), name="advice-fastpath-batch")
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting[: self.limit], self.waiting[self.limit :]
+                try:
+                    results = await self.run([item for item, _future in batch])
+                except Exception as e:
+                    for _item, future in batch:
+                        if not future.done():
+                            future.set_exception(e)
+                    continue
+                for (_item, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self.draining = False
+            for _item, future in self.waiting:  # the loop is going away
+                if not future.done():
+                    future.cancel()
+            self.waiting.clear()
+
+
+_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Batches]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _batched(kind: str, run: Any) -> _Batches:
+    per_loop = _batches.setdefault(asyncio.get_running_loop(), {})
+    batches = per_loop.get(kind)
+    if batches is None:
+        batches = per_loop[kind] = _Batches(run)
+    return batches
+
+
+def _insert_fields(model: Any, *leave_out: str) -> list[Any]:
+    return [
+        f for f in model._meta.concrete_fields if not f.primary_key and f.attname not in leave_out
+    ]
+
+
+def _prepared(instance: Any, fields: list[Any]) -> list[Any]:
+    """The instance's values for `fields` as an INSERT through the ORM would send them."""
+    return [f.get_db_prep_save(f.pre_save(instance, True), django_connection) for f in fields]
+
+
+def _arrays(fields: list[Any]) -> str:
+    """unnest() arguments: one array parameter per column, cast to the column's type."""
+    return ", ".join(f"%s::{f.db_type(django_connection)}[]" for f in fields)
+
+
+# --- a visitor's start ----------------------------------------------------------------------------
+
+
+@functools.cache
+def _start_statement() -> tuple[str, list[Any], list[Any]]:
+    """Many starts in one statement: each row carries the hours' version it was found open
+    under, and only rows whose version is still current are inserted, each with its `created`
+    entry. Returns (token_hash, id) of the rows inserted."""
+    conversation, event = Conversation._meta, ConversationEvent._meta
+    conversation_fields = _insert_fields(Conversation)
+    event_fields = _insert_fields(ConversationEvent, "conversation_id")
+    # Each row's conversation and event columns side by side, named apart.
+    names = [f"c_{f.column}" for f in conversation_fields] + [f"e_{f.column}" for f in event_fields]
+    pk = conversation.pk.column
+
+    def columns(fields: list[Any]) -> str:
+        return ", ".join(f'"{f.column}"' for f in fields)
+
+    sql = "".join(
+        [
+            f"WITH v AS (SELECT * FROM unnest({_arrays(conversation_fields)},",
+            f" {_arrays(event_fields)}, %s::bigint[]) AS v({', '.join(names)}, version)),",
+            f' c AS (INSERT INTO "{conversation.db_table}" ({columns(conversation_fields)})',
+            f" SELECT {', '.join(names[: len(conversation_fields)])} FROM v",
+            f' WHERE v.version = (SELECT version FROM "{hours.VERSION_TABLE}" WHERE id = 1)',
+            f' RETURNING "{pk}", token_hash),',
+            f' e AS (INSERT INTO "{event.db_table}" ("conversation_id", {columns(event_fields)})',
+            f' SELECT c."{pk}", {", ".join(names[len(conversation_fields) :])}',
+            " FROM c JOIN v ON v.c_token_hash = c.token_hash)",
+            f' SELECT token_hash, "{pk}" FROM c',
+        ]
+    )
+    return sql, conversation_fields, event_fields
+
+
+async def _insert_starts(starts: list[tuple[Conversation, int]]) -> list[int | None]:
+    """Store (conversation, hours version) pairs; each one's new id, or None where the hours
+    have changed since that version."""
+    sql, conversation_fields, event_fields = _start_statement()
+    rows = [
+        _prepared(conversation, conversation_fields)
+        + _prepared(conversation.created_event(), event_fields)
+        for conversation, _version in starts
+    ]
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    versions = [version for _conversation, version in starts]
+    pool = await _pool()
+    async with pool.connection() as conn:
+        cursor = await conn.execute(sql, [*columns, versions])
+        stored = dict(await cursor.fetchall())
+    return [stored.get(conversation.token_hash) for conversation, _version in starts]
+
+
+async def start_web(options: dict[str, Any]) -> tuple[Any, Any] | None:
+    """`Conversation.start_web(**options)` while the line is open, batched with the other
+    starts of the moment into one statement on this loop's connections: (the line's status,
+    what start_web returns, or None while the line is closed). None when this path cannot
+    tell (not PostgreSQL; the opening hours changed since they were last seen open): the
+    caller takes the ORM path, which decides.
+
+    A conversation and its `created` entry are inserted only while the opening hours are still
+    at the version under which the line was found open (advice.hours, "The open line,
+    remembered"), so a start never slips past an admin's change of the hours."""
+    if not enabled():
+        return None
+    county = options.get("county", "")
+    version = hours.remembered_open(county)
+    if version is None:
+        status, version = await orm(hours.status_and_version)(county)
+        if not status.open:
+            return status, None
+    conversation, token = Conversation.new_web(**options)
+    pk = await _batched("start", _insert_starts)((conversation, version))
+    if pk is None:
+        # The hours changed since: find out again, the long way.
+        hours.forget_open(county)
+        return None
+    conversation.pk = pk
+    conversation._state.adding = False
+    conversation._state.db = "default"
+    return hours.LineStatus(open=True), (conversation, token, [queue_changed()])
+
+
 # --- catch-up -------------------------------------------------------------------------------------
 
 
-def _page_sql() -> str:
+@functools.cache
+def _pages_sql() -> str:
+    """A page of the stream after a seq, for each of many (conversation, seq) at once."""
     meta = Message._meta
-    columns = ", ".join(f'"{f.column}"' for f in meta.concrete_fields)
+    columns = ", ".join(f'm."{f.column}"' for f in meta.concrete_fields)
     return (
-        f'SELECT {columns} FROM "{meta.db_table}"'
-        f" WHERE conversation_id = %s AND seq > %s ORDER BY seq LIMIT %s"
+        f"SELECT w.n, {columns}"
+        " FROM unnest(%s::bigint[], %s::integer[]) WITH ORDINALITY AS w(id, after, n)"
+        f' CROSS JOIN LATERAL (SELECT * FROM "{meta.db_table}"'
+        "  WHERE conversation_id = w.id AND seq > w.after ORDER BY seq LIMIT %s) AS m"
+        " ORDER BY w.n, m.seq"
     )
-
-
-_PAGE_SQL: list[str] = []
 
 
 def _entries_orm(conversation_id: int, after: int, limit: int) -> list[dict[str, Any]]:
@@ -294,27 +456,31 @@ def _entries_orm(conversation_id: int, after: int, limit: int) -> list[dict[str,
     return [m.as_event() for m in conversation.messages_after(after, limit)]
 
 
-async def entries_after(
-    conversation: Conversation, after: int, limit: int = PAGE
-) -> list[dict[str, Any]]:
-    """The stream's entries after seq `after`, as events (what `messages_after` gives)."""
-    if not enabled():
-        return await database_sync_to_async(_entries_orm)(conversation.pk, after, limit)
-    if not _PAGE_SQL:
-        _PAGE_SQL.append(_page_sql())
+async def _read_pages(wanted: list[tuple[Conversation, int]]) -> list[list[dict[str, Any]]]:
     pool = await _pool()
     async with pool.connection() as conn:
-        cursor = await conn.execute(_PAGE_SQL[0], [conversation.pk, after, limit])
+        cursor = await conn.execute(
+            _pages_sql(),
+            [[c.pk for c, _after in wanted], [after for _c, after in wanted], PAGE],
+        )
         rows = await cursor.fetchall()
     fields = Message._meta.concrete_fields
     converters = [(i, f.from_db_value) for i, f in enumerate(fields) if hasattr(f, "from_db_value")]
     names = [f.attname for f in fields]
-    events = []
-    for row in rows:
-        values = list(row)
+    pages: list[list[dict[str, Any]]] = [[] for _ in wanted]
+    for n, *values in rows:
         for i, convert in converters:
             values[i] = convert(values[i], None, django_connection)
         entry = Message.from_db("default", names, values)
-        entry.conversation = conversation
-        events.append(entry.as_event())
-    return events
+        entry.conversation = wanted[n - 1][0]
+        pages[n - 1].append(entry.as_event())
+    return pages
+
+
+async def entries_after(conversation: Conversation, after: int) -> list[dict[str, Any]]:
+    """The stream's entries after seq `after`, at most PAGE of them, as events (what
+    `messages_after` gives). On PostgreSQL, read together with the other catch-ups of the
+    moment: in a surge every arriving visitor catches up once."""
+    if not enabled():
+        return await database_sync_to_async(_entries_orm)(conversation.pk, after, PAGE)
+    return await _batched("catch-up", _read_pages)((conversation, after))

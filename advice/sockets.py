@@ -323,7 +323,7 @@ class JsonSocket(AsyncWebsocketConsumer):
             for entry in entries:
                 await self.send_frame(self.message_frame(entry))
                 self.delivered[conversation_id] = entry["seq"]
-            if len(entries) < 500:
+            if len(entries) < fastpath.PAGE:
                 return
 
     def message_frame(self, event: dict[str, Any]) -> dict[str, Any]:

@@ -55,11 +55,15 @@ class ConsentAndCodeFrames:
 
     async def start_if_open(self, return_code: str, options: dict[str, Any]) -> Any:
         """Start the conversation, or, while the line is closed, tell the visitor when it opens
-        and return None. The check and the start are one call off the shared database thread
-        (advice.fastpath.orm): in a surge hundreds of visitors start at once, and on the one
-        thread every other database call of the process would wait behind them
-        (docs/performance.md)."""
-        status, started = await fastpath.orm(_start_while_open)(return_code, options)
+        and return None. In a surge hundreds of visitors start at once: on PostgreSQL a start
+        without a return code is one statement on the event loop's own connections
+        (advice.fastpath.start_web); otherwise the check and the start are one call off the
+        shared database thread (advice.fastpath.orm), so that no other database call of the
+        process waits behind them (docs/performance.md)."""
+        outcome = None if return_code.strip() else await fastpath.start_web(options)
+        if outcome is None:
+            outcome = await fastpath.orm(_start_while_open)(return_code, options)
+        status, started = outcome
         if started is None:
             frame = await database_sync_to_async(line_closed_frame)(status, options["language"])
             await self.send_frame(frame)

@@ -144,6 +144,68 @@ async def test_reading_after_a_seq_gives_what_the_orm_gives_on_both_paths(path, 
     assert await fastpath.entries_after(conversation, 2) == await sync_to_async(orm_events)()
 
 
+async def test_reading_after_seqs_of_many_conversations_at_once_gives_each_its_own_on_both_paths(
+    path, advisor
+):
+    """Catch-ups that arrive together are read in one statement on PostgreSQL."""
+    conversations = [await sync_to_async(new_conversation)(advisor) for _ in range(3)]
+    for n, conversation in enumerate(conversations):
+        for i in range(n + 2):
+            await post(conversation, sender="visitor", text=f"c{n}t{i}", client_id=f"c{n}e{i}")
+    wanted = [(c, after) for c in conversations for after in (0, 2)]
+
+    def orm_events():
+        return [[m.as_event() for m in c.messages_after(after)] for c, after in wanted]
+
+    read = await asyncio.gather(*(fastpath.entries_after(c, after) for c, after in wanted))
+    assert read == await sync_to_async(orm_events)()
+    assert [len(entries) for entries in read] == [3, 1, 4, 2, 5, 3]
+
+
+async def test_visitors_starting_at_once_each_get_what_the_orm_would_store_on_both_paths(path):
+    """Starts that arrive together are stored in one statement on PostgreSQL: each visitor
+    still gets a conversation of their own, as Conversation.new_web defines it, with its
+    `created` entry."""
+    from advice.models import ConversationEvent, hash_token
+
+    frames = [
+        {**START, "language": "en", "safe_now": "no"},
+        {**START, "interpreter_needed": True, "interpreter_language": "ti", "county": "AB"},
+        {**START, "interpreter_language": "ar", "interpreter_gender": "woman"},
+    ] * 8
+    visitors = [await visitor_socket() for _ in frames]
+    for visitor, frame in zip(visitors, frames, strict=True):
+        await visitor.send_json_to(frame)
+    tokens = [(await receive_until(v, "started"))["token"] for v in visitors]
+    for visitor in visitors:
+        await visitor.disconnect()
+    assert len(set(tokens)) == len(frames)
+
+    def stored():
+        rows = []
+        for token in tokens:
+            c = Conversation.objects.get(token_hash=hash_token(token))
+            events = list(ConversationEvent.objects.filter(conversation=c).values("kind", "data"))
+            rows.append((c, events))
+        return rows
+
+    rows = await sync_to_async(stored)()
+    for (conversation, events), frame in zip(rows, frames, strict=True):
+        needed = frame.get("interpreter_needed", False)
+        assert conversation.channel == Channel.WEB
+        assert conversation.status == Conversation.Status.WAITING
+        assert conversation.language == frame["language"]
+        assert conversation.urgent is (frame["safe_now"] == "no")
+        assert conversation.county == frame.get("county", "")
+        assert conversation.interpreter_needed is needed
+        # Wishes for an interpreter nobody asked for are not kept.
+        wished = frame["interpreter_language"] if needed else ""
+        assert conversation.interpreter_language == wished
+        assert conversation.interpreter_gender == ""
+        assert conversation.last_seq == 0 and conversation.advisor_id is None
+        assert events == [{"kind": "created", "data": {"channel": "web"}}]
+
+
 # --- the queue: every waiting visitor's place, at a bounded cost ---------------------------------
 
 
