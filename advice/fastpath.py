@@ -301,6 +301,7 @@ class _Batches:
         return await future
 
     async def _drain(self) -> None:
+        batch: list[tuple[Any, asyncio.Future]] = []
         try:
             while self.waiting:
                 batch, self.waiting = self.waiting[: self.limit], self.waiting[self.limit :]
@@ -316,7 +317,8 @@ class _Batches:
                         future.set_result(result)
         finally:
             self.draining = False
-            for _item, future in self.waiting:  # the loop is going away
+            # Cancelled (the event loop is going away): nobody waits for ever.
+            for _item, future in batch + self.waiting:
                 if not future.done():
                     future.cancel()
             self.waiting.clear()
