@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 POOL_SIZE = 4
 # Catch-up reads at most this many entries per query (as Conversation.messages_after).
 PAGE = 500
+# The largest seq a stream can hold (Message.seq is a PostgreSQL integer).
+SEQ_MAX = 2**31 - 1
 
 
 def enabled() -> bool:
@@ -463,7 +465,8 @@ async def _read_pages(wanted: list[tuple[Conversation, int]]) -> list[list[dict[
     async with pool.connection() as conn:
         cursor = await conn.execute(
             _pages_sql(),
-            [[c.pk for c, _after in wanted], [after for _c, after in wanted], PAGE],
+            # A client may claim any seq: past the column's range there is nothing after it.
+            [[c.pk for c, _after in wanted], [min(after, SEQ_MAX) for _c, after in wanted], PAGE],
         )
         rows = await cursor.fetchall()
     fields = Message._meta.concrete_fields
