@@ -281,23 +281,27 @@ class Conversation(models.Model):
         advisor's profile row is locked (so capacity is checked against a stable count), then
         the conversation moves with a conditional UPDATE that only a waiting row satisfies.
         """
-        AdvisorProfile.for_user(advisor)
         with transaction.atomic():
             _check_capacity(advisor)
             if not self._claim(advisor):
                 raise DomainError("already_taken", "Another advisor has taken this conversation.")
             return self._taken_by(advisor)
 
-    def _claim(self, advisor: Any) -> bool:
+    def _claim(self, advisor: Any, read_back: bool = True) -> bool:
         """The conditional UPDATE that makes the conversation the advisor's (only a waiting
-        row moves); then the whole row is read back (a candidate of take_next has only the
-        fields it was chosen by, and the summary needs them all)."""
+        row moves); then the whole row is read back, as this object may be out of date
+        (take_next, which has just read the row under its lock, sets the three fields
+        instead)."""
+        taken_at = timezone.now()
         updated = Conversation.objects.filter(pk=self.pk, status=self.Status.WAITING).update(
-            status=self.Status.ACTIVE, advisor=advisor, taken_at=timezone.now()
+            status=self.Status.ACTIVE, advisor=advisor, taken_at=taken_at
         )
         if updated != 1:
             return False
-        self.refresh_from_db(fields=[f.attname for f in self._meta.concrete_fields])
+        if read_back:
+            self.refresh_from_db(fields=[f.attname for f in self._meta.concrete_fields])
+        else:
+            self.status, self.advisor, self.taken_at = self.Status.ACTIVE, advisor, taken_at
         return True
 
     def _taken_by(self, advisor: Any) -> list[dict]:
@@ -331,8 +335,6 @@ class Conversation(models.Model):
         who needs an interpreter is never passed over for ever by advisors who would rather
         not arrange one.
         """
-        profile = AdvisorProfile.for_user(advisor)
-        spoken = set(profile.languages or [])
         now = timezone.now()
         overdue = now - timedelta(minutes=settings.TAKE_NEXT_PREFERENCE_MINUTES)
         candidates = list(
@@ -346,26 +348,30 @@ class Conversation(models.Model):
             )[:50]
         )
 
-        def preference(c: Conversation) -> tuple[int, int]:
-            fit = 0 if c.created_at <= overdue else c.fit_for(spoken)
-            return (0 if c.urgent else 1, fit)
-
         if not candidates:
             raise DomainError("queue_empty", "Nobody is waiting.")
-        ordered = sorted(enumerate(candidates), key=lambda ic: (preference(ic[1]), ic[0]))
         with transaction.atomic():
-            _check_capacity(advisor)
+            spoken = set(_check_capacity(advisor).languages or [])
+
+            def preference(c: Conversation) -> tuple[int, int]:
+                fit = 0 if c.created_at <= overdue else c.fit_for(spoken)
+                return (0 if c.urgent else 1, fit)
+
+            ordered = sorted(enumerate(candidates), key=lambda ic: (preference(ic[1]), ic[0]))
             for _index, candidate in ordered:
                 # Many advisors pressing "next" at once all start from the same head of the
                 # queue: a conversation another advisor is taking this moment (its row is
                 # locked) is passed over at once, not waited for and then lost, so each take
                 # costs one transaction however many advisors take at the same time. (SQLite
                 # has no row locks; its transactions take turns.)
-                free = cls.objects.select_for_update(skip_locked=True).filter(
-                    pk=candidate.pk, status=cls.Status.WAITING
+                # The whole row, read under its lock: what the advisor is shown.
+                free = (
+                    cls.objects.select_for_update(skip_locked=True)
+                    .filter(pk=candidate.pk, status=cls.Status.WAITING)
+                    .first()
                 )
-                if list(free.values_list("pk", flat=True)) and candidate._claim(advisor):
-                    return candidate, candidate._taken_by(advisor)
+                if free is not None and free._claim(advisor, read_back=False):
+                    return free, free._taken_by(advisor)
         raise DomainError("queue_empty", "Nobody is waiting.")
 
     def close(self, advisor: Any, outcome: str) -> list[dict]:
@@ -542,16 +548,18 @@ class Conversation(models.Model):
         return {"kind": "conversation", "conversation": self.pk, "summary": self.summary()}
 
 
-def _check_capacity(advisor: Any) -> None:
-    """Lock the advisor's profile (so concurrent takes count against a stable number) and
-    refuse a take beyond their capacity. Inside the caller's transaction."""
-    profile = AdvisorProfile.objects.select_for_update().get(user=advisor)
+def _check_capacity(advisor: Any) -> AdvisorProfile:
+    """Lock the advisor's profile (made if missing; so concurrent takes count against a stable
+    number) and refuse a take beyond their capacity; the profile. Inside the caller's
+    transaction."""
+    profile, _created = AdvisorProfile.objects.select_for_update().get_or_create(user=advisor)
     active = Conversation.objects.filter(advisor=advisor, status=Conversation.Status.ACTIVE)
     if active.count() >= profile.capacity:
         raise DomainError(
             "capacity_reached",
             "You already have as many conversations as your capacity allows.",
         )
+    return profile
 
 
 def validate_text(text: Any) -> str:
