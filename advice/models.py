@@ -15,12 +15,12 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from datetime import time, timedelta
-from typing import Any
+from datetime import datetime, time, timedelta
+from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import models, transaction
-from django.db.models import F, Q
+from django.db import connection, models, transaction
+from django.db.models import Q
 from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -337,16 +337,11 @@ class Conversation(models.Model):
         """
         now = timezone.now()
         overdue = now - timedelta(minutes=settings.TAKE_NEXT_PREFERENCE_MINUTES)
-        candidates = list(
-            cls.objects.in_queue_order().only(
-                "pk",
-                "language",
-                "urgent",
-                "interpreter_needed",
-                "interpreter_language",
-                "created_at",
-            )[:50]
-        )
+        # Plain rows, not model instances: the choice needs six fields of fifty rows.
+        candidates = [
+            _Candidate(*row)
+            for row in cls.objects.in_queue_order().values_list(*_Candidate._fields)[:50]
+        ]
 
         if not candidates:
             raise DomainError("queue_empty", "Nobody is waiting.")
@@ -495,8 +490,7 @@ class Conversation(models.Model):
 
     def _append(self, **fields: Any) -> Message:
         """Take the next sequence number and store an entry. Caller holds the row lock."""
-        Conversation.objects.filter(pk=self.pk).update(last_seq=F("last_seq") + 1)
-        self.last_seq = Conversation.objects.values_list("last_seq", flat=True).get(pk=self.pk)
+        self.last_seq = _next_seq(self.pk)
         return Message.objects.create(conversation=self, seq=self.last_seq, **fields)
 
     def _append_system(self, event: str, advisor: Any = None, data: dict | None = None) -> Message:
@@ -573,6 +567,33 @@ def validate_text(text: Any) -> str:
             f"The message is longer than {settings.MAX_MESSAGE_LENGTH} characters.",
         )
     return text
+
+
+class _Candidate(NamedTuple):
+    """A waiting conversation as take_next chooses among them: the fields of the choice, and
+    the choosing rules of Conversation itself."""
+
+    pk: int
+    language: str
+    urgent: bool
+    interpreter_needed: bool
+    interpreter_language: str
+    created_at: datetime
+
+    language_needed = Conversation.language_needed
+    fit_for = Conversation.fit_for
+
+
+def _next_seq(conversation_id: int) -> int:
+    """Hand out the conversation's next sequence number (the caller holds its row lock): one
+    UPDATE … RETURNING (PostgreSQL, and SQLite since 3.35), not an UPDATE and a SELECT."""
+    table = Conversation._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE "{table}" SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq',  # noqa: S608
+            [conversation_id],
+        )
+        return cursor.fetchone()[0]
 
 
 def queue_changed() -> dict[str, Any]:
