@@ -186,32 +186,11 @@ class Conversation(models.Model):
     # --- creation -------------------------------------------------------------------------
 
     @classmethod
-    def start_web(
-        cls,
-        *,
-        language: str,
-        writer: str,
-        interpreter_needed: bool = False,
-        interpreter_language: str = "",
-        interpreter_outside_community: bool = False,
-        interpreter_gender: str = "",
-        county: str = "",
-        safe_now: str = "",
-        previous: Conversation | None = None,
-    ) -> tuple[Conversation, str, list[dict]]:
-        """Open an anonymous web conversation in the queue; returns it, the visitor's token
-        (shown once, stored only as a hash) and the events to publish."""
-        conversation, token = cls.new_web(
-            language=language,
-            writer=writer,
-            interpreter_needed=interpreter_needed,
-            interpreter_language=interpreter_language,
-            interpreter_outside_community=interpreter_outside_community,
-            interpreter_gender=interpreter_gender,
-            county=county,
-            safe_now=safe_now,
-            previous=previous,
-        )
+    def start_web(cls, **options: Any) -> tuple[Conversation, str, list[dict]]:
+        """Open an anonymous web conversation in the queue (`options` as `new_web` takes them);
+        returns it, the visitor's token (shown once, stored only as a hash) and the events to
+        publish."""
+        conversation, token = cls.new_web(**options)
         with transaction.atomic():
             conversation.save(force_insert=True)
             conversation.created_event().save(force_insert=True)
