@@ -214,15 +214,22 @@ def _append_sql(with_advisor: bool) -> str:
 _SQL: dict[bool, str] = {}
 
 
+def _insert_fields(model: Any, *leave_out: str) -> list[Any]:
+    return [
+        f for f in model._meta.concrete_fields if not f.primary_key and f.attname not in leave_out
+    ]
+
+
+def _prepared(instance: Any, fields: list[Any]) -> list[Any]:
+    """The instance's values for `fields` as an INSERT through the ORM would send them."""
+    return [f.get_db_prep_save(f.pre_save(instance, True), django_connection) for f in fields]
+
+
 def _values(message: Message) -> list[Any]:
-    """The new row's values in column order, each prepared by its field (defaults included, so
-    a column another module adds to Message is filled as the ORM would fill it)."""
-    values = []
-    for f in Message._meta.concrete_fields:
-        if f.primary_key or f.attname in ("conversation_id", "seq"):
-            continue
-        values.append(f.get_db_prep_save(getattr(message, f.attname), django_connection))
-    return values
+    """The new row's values in column order (conversation and seq come from the statement),
+    each prepared by its field (defaults included, so a column another module adds to Message
+    is filled as the ORM would fill it)."""
+    return _prepared(message, _insert_fields(Message, "conversation_id", "seq"))
 
 
 async def post(
@@ -337,17 +344,6 @@ def _batched(kind: str, run: Any) -> _Batches:
     if batches is None:
         batches = per_loop[kind] = _Batches(run)
     return batches
-
-
-def _insert_fields(model: Any, *leave_out: str) -> list[Any]:
-    return [
-        f for f in model._meta.concrete_fields if not f.primary_key and f.attname not in leave_out
-    ]
-
-
-def _prepared(instance: Any, fields: list[Any]) -> list[Any]:
-    """The instance's values for `fields` as an INSERT through the ORM would send them."""
-    return [f.get_db_prep_save(f.pre_save(instance, True), django_connection) for f in fields]
 
 
 def _arrays(fields: list[Any]) -> str:

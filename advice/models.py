@@ -327,7 +327,7 @@ class Conversation(models.Model):
         with transaction.atomic():
             spoken = set(_check_capacity(advisor).languages or [])
 
-            def preference(c: Conversation) -> tuple[int, int]:
+            def preference(c: _Candidate) -> tuple[int, int]:
                 fit = 0 if c.created_at <= overdue else c.fit_for(spoken)
                 return (0 if c.urgent else 1, fit)
 
