@@ -58,6 +58,8 @@ QUEUE_REFRESH_INTERVAL = 0.5
 # the process stays under about a third however many wait, and places still follow within a
 # second with thousands waiting (docs/performance.md, "surge").
 QUEUE_FANOUT_PAUSE_FACTOR = 2
+# Watchers handed the queue in one turn of the event loop (_hand_out).
+QUEUE_FANOUT_SLICE = 50
 # Events one listener may have waiting for it before it counts as unable to keep up.
 MAILBOX_LIMIT = 500
 
@@ -312,13 +314,29 @@ class Hub:
                 logger.exception("could not load the queue")
                 return
             self.last_snapshot = snapshot
-            handing_out = time.monotonic()
-            for listener in list(self.queue_watchers):
-                self._mailbox(listener).put_snapshot(snapshot)
-            took = time.monotonic() - handing_out
+            took = await self._hand_out(snapshot)
             self._queue_pause = max(QUEUE_REFRESH_INTERVAL, took * QUEUE_FANOUT_PAUSE_FACTOR)
             if not self._queue_dirty:
                 return
+
+    async def _hand_out(self, snapshot: QueueSnapshot) -> float:
+        """Give the snapshot to every watcher, advisors first, QUEUE_FANOUT_SLICE at a time
+        with a turn of the event loop between slices; returns the time spent handing out.
+
+        Most watchers take it at once (a frame out), so handed out in one go to thousands of
+        waiting visitors it held the loop for a hundred milliseconds and more, and an
+        advisor's take or a visitor's text that arrived meanwhile waited that long."""
+        watchers = sorted(self.queue_watchers, key=lambda w: w.advisor_id is None)
+        spent = 0.0
+        for start in range(0, len(watchers), QUEUE_FANOUT_SLICE):
+            began = time.monotonic()
+            for listener in watchers[start : start + QUEUE_FANOUT_SLICE]:
+                # One that left while an earlier slice went out gets nothing (and no mailbox).
+                if listener in self.queue_watchers:
+                    self._mailbox(listener).put_snapshot(snapshot)
+            spent += time.monotonic() - began
+            await asyncio.sleep(0)
+        return spent
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
