@@ -151,7 +151,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
 
     @advisor_action
     async def handle_take_next(self, frame: dict[str, Any]) -> None:
-        conversation, events = await fastpath.advisor_orm(Conversation.take_next)(self.user)
+        conversation, events = await fastpath.take_next(self.user)
         await self._follow_taken(conversation, events)
 
     async def _follow_taken(self, conversation: Conversation, events: list[dict]) -> None:

@@ -35,6 +35,7 @@ import weakref
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -45,7 +46,15 @@ from django.utils import timezone
 
 from advice import crypto, hours
 from advice.choices import Channel
-from advice.models import Conversation, ConversationEvent, Message, queue_changed, validate_text
+from advice.models import (
+    TAKE_NEXT_CANDIDATES,
+    AdvisorProfile,
+    Conversation,
+    ConversationEvent,
+    Message,
+    queue_changed,
+    validate_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -485,3 +494,136 @@ async def entries_after(conversation: Conversation, after: int) -> list[dict[str
     if not enabled():
         return await database_sync_to_async(_entries_orm)(conversation.pk, after, PAGE)
     return await _batched("catch-up", _read_pages)((conversation, after))
+
+
+# --- an advisor's "next" -------------------------------------------------------------------------
+
+
+@functools.cache
+def _take_next_statements() -> tuple[str, str, list[Any], list[Any], list[Any]]:
+    """`Conversation.take_next` as two statements in one transaction:
+
+    1. lock the advisor's profile, so concurrent takes by one advisor count their active
+       conversations one after the other (as `_check_capacity` does);
+    2. under that lock (with a snapshot taken after it: READ COMMITTED), choose among the
+       first TAKE_NEXT_CANDIDATES of the queue by take_next's preference, lock the first that
+       nobody else is taking (SKIP LOCKED), make it the advisor's, record the take and append
+       the "advisor joined" entry under the next seq; the whole conversation row comes back,
+       after the entry's id.
+
+    Returns (lock, take, conversation fields, event fields, entry fields)."""
+    conversation, profile = Conversation._meta, AdvisorProfile._meta
+    event, entry = ConversationEvent._meta, Message._meta
+    table, pk = conversation.db_table, conversation.pk.column
+    conversation_fields = list(conversation.concrete_fields)
+    event_fields = _insert_fields(ConversationEvent, "conversation_id")
+    entry_fields = _insert_fields(Message, "conversation_id", "seq")
+    waiting, active = Conversation.Status.WAITING, Conversation.Status.ACTIVE
+
+    def columns(fields: list[Any], prefix: str = "") -> str:
+        return ", ".join(f'{prefix}"{f.column}"' for f in fields)
+
+    def parameters(fields: list[Any], name: str) -> str:
+        # Typed, as a SELECT list gives PostgreSQL nothing to infer a parameter's type from.
+        return ", ".join(
+            f"%({name}{i})s::{f.db_type(django_connection)}" for i, f in enumerate(fields)
+        )
+
+    lock = f'SELECT 1 FROM "{profile.db_table}" WHERE user_id = %(advisor)s FOR UPDATE'
+    # Conversation.fit_for, the preference lapsing for the overdue (take_next); `languages`
+    # as AdvisorProfile.spoken reads it (anything but a JSON array speaks nothing).
+    needed = "CASE WHEN c.interpreter_needed THEN c.interpreter_language ELSE c.language END"
+    fit = (
+        "CASE WHEN c.created_at <= %(overdue)s THEN 0"
+        f" WHEN jsonb_typeof(p.languages) = 'array' AND p.languages ? ({needed}) THEN 0"
+        " WHEN c.interpreter_needed THEN 2 ELSE 1 END"
+    )
+    take = "".join(
+        [
+            f'WITH p AS (SELECT capacity, languages FROM "{profile.db_table}"',
+            " WHERE user_id = %(advisor)s),",
+            f' pick AS (SELECT c."{pk}" FROM "{table}" c, p',
+            f' WHERE c."{pk}" IN (SELECT "{pk}" FROM "{table}" WHERE status = \'{waiting}\'',
+            f'  ORDER BY urgent DESC, created_at, "{pk}" LIMIT {TAKE_NEXT_CANDIDATES})',
+            f" AND c.status = '{waiting}'",
+            f' AND (SELECT count(*) FROM "{table}" WHERE advisor_id = %(advisor)s',
+            f"  AND status = '{active}') < p.capacity",
+            f' ORDER BY c.urgent DESC, {fit}, c.created_at, c."{pk}"',
+            " LIMIT 1 FOR UPDATE OF c SKIP LOCKED),",
+            f" claim AS (UPDATE \"{table}\" SET status = '{active}', advisor_id = %(advisor)s,",
+            "  taken_at = %(taken_at)s, last_seq = last_seq + 1",
+            f'  FROM pick WHERE "{table}"."{pk}" = pick."{pk}"',
+            f"  RETURNING {columns(conversation_fields, f'"{table}".')}),",
+            f' e AS (INSERT INTO "{event.db_table}"',
+            f"  (conversation_id, {columns(event_fields)})",
+            f'  SELECT claim."{pk}", {parameters(event_fields, "e")} FROM claim),',
+            f' m AS (INSERT INTO "{entry.db_table}"',
+            f"  (conversation_id, seq, {columns(entry_fields)})",
+            f'  SELECT claim."{pk}", claim.last_seq, {parameters(entry_fields, "m")} FROM claim',
+            f'  RETURNING "{entry.pk.column}")',
+            f' SELECT m."{entry.pk.column}", {columns(conversation_fields, "claim.")}',
+            " FROM claim, m",
+        ]
+    )
+    return lock, take, conversation_fields, event_fields, entry_fields
+
+
+def _from_row(model: Any, fields: list[Any], values: list[Any]) -> Any:
+    """A model instance from a row of `fields`' columns, converted as the ORM converts them."""
+    values = [
+        f.from_db_value(v, None, django_connection) if hasattr(f, "from_db_value") else v
+        for f, v in zip(fields, values, strict=True)
+    ]
+    return model.from_db("default", [f.attname for f in fields], values)
+
+
+async def take_next(advisor: Any) -> tuple[Conversation, list[dict]]:
+    """`Conversation.take_next(advisor)`, awaitable: the same choice, the same rows, the same
+    events; on PostgreSQL without a thread (a take then waits neither for a worker thread nor
+    for turns of the interpreter lock, which a surge of arriving visitors keeps busy).
+    Whenever nothing is taken here (nobody waiting, the advisor at capacity or without a
+    profile yet) the ORM path answers, with its own error or, had the queue moved meanwhile,
+    a take."""
+    taken = await take_next_in_one_go(advisor) if enabled() else None
+    if taken is None:
+        return await advisor_orm(Conversation.take_next)(advisor)
+    return taken
+
+
+async def take_next_in_one_go(advisor: Any) -> tuple[Conversation, list[dict]] | None:
+    """take_next's statements (PostgreSQL): what take_next returns, or None when they took
+    nothing."""
+    lock, take, conversation_fields, event_fields, entry_fields = _take_next_statements()
+    taken_at = timezone.now()
+    # The rows the take writes beside the conversation's, built as the ORM path builds them.
+    event, entry = Conversation().take_records(advisor)
+    params = {
+        "advisor": advisor.pk,
+        "taken_at": taken_at,
+        "overdue": taken_at - timedelta(minutes=settings.TAKE_NEXT_PREFERENCE_MINUTES),
+    }
+    params.update((f"e{i}", v) for i, v in enumerate(_prepared(event, event_fields)))
+    params.update((f"m{i}", v) for i, v in enumerate(_prepared(entry, entry_fields)))
+    pool = await _pool()
+    async with pool.connection() as conn:
+        # BEGIN, both statements and COMMIT go to the server together and come back in one
+        # round trip, at the pipeline's end (conn.transaction() would wait for the server at
+        # BEGIN and at COMMIT: four round trips, each a turn of a busy event loop). Should a
+        # statement fail, the connection is left in the failed transaction, and the pool
+        # closes it instead of reusing it.
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            await conn.execute(lock, params)
+            cursor = await conn.execute(take, params)
+            await conn.execute("COMMIT")
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    entry_pk, *row_of_conversation = row
+    conversation = _from_row(Conversation, conversation_fields, row_of_conversation)
+    conversation.advisor = advisor
+    event.conversation = entry.conversation = conversation
+    entry.pk, entry.seq = entry_pk, conversation.last_seq
+    entry._state.adding = False
+    entry._state.db = "default"
+    return conversation, conversation.taken_events(entry)

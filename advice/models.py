@@ -85,6 +85,14 @@ class AdvisorProfile(models.Model):
     def __str__(self) -> str:
         return self.display_name or self.user.get_username()
 
+    def spoken(self) -> set[str]:
+        """The language codes the advisor speaks. `languages` is meant to be a list of codes;
+        anything else stored there (a typo in the admin's JSON) counts as speaking none, and
+        take_next's statement on PostgreSQL (advice.fastpath) reads it the same way."""
+        if not isinstance(self.languages, list):
+            return set()
+        return {code for code in self.languages if isinstance(code, str)}
+
     @classmethod
     def for_user(cls, user: Any) -> AdvisorProfile:
         profile, _created = cls.objects.get_or_create(user=user)
@@ -284,8 +292,20 @@ class Conversation(models.Model):
         return True
 
     def _taken_by(self, advisor: Any) -> list[dict]:
-        self._record(ConversationEvent.Kind.TAKEN, advisor=advisor)
-        entry = self._append_system(Message.Event.ADVISOR_JOINED, advisor=advisor)
+        event, entry = self.take_records(advisor)
+        event.save(force_insert=True)
+        self._append_entry(entry)
+        return self.taken_events(entry)
+
+    def take_records(self, advisor: Any) -> tuple[ConversationEvent, Message]:
+        """What a take writes beside the conversation's own row, unsaved: the audit event and
+        the stream's "advisor joined" entry (its seq is the next one, given when stored)."""
+        return (
+            self._event(ConversationEvent.Kind.TAKEN, advisor=advisor),
+            self._system_entry(Message.Event.ADVISOR_JOINED, advisor=advisor),
+        )
+
+    def taken_events(self, entry: Message) -> list[dict]:
         # The state first: it makes the advisor's sockets follow the conversation.
         return [self.state_event(), entry.as_event(), queue_changed()]
 
@@ -313,19 +333,25 @@ class Conversation(models.Model):
         TAKE_NEXT_PREFERENCE_MINUTES: past that it is taken in plain queue order, so a visitor
         who needs an interpreter is never passed over for ever by advisors who would rather
         not arrange one.
+
+        This method is the rule; on PostgreSQL advice.fastpath.take_next makes the same choice
+        in two statements on the event loop's own connections (tests/test_take_next_fastpath.py
+        holds the two to the same answers).
         """
         now = timezone.now()
         overdue = now - timedelta(minutes=settings.TAKE_NEXT_PREFERENCE_MINUTES)
         # Plain rows, not model instances: the choice needs six fields of fifty rows.
         candidates = [
             _Candidate(*row)
-            for row in cls.objects.in_queue_order().values_list(*_Candidate._fields)[:50]
+            for row in cls.objects.in_queue_order().values_list(*_Candidate._fields)[
+                :TAKE_NEXT_CANDIDATES
+            ]
         ]
 
         if not candidates:
             raise DomainError("queue_empty", "Nobody is waiting.")
         with transaction.atomic():
-            spoken = set(_check_capacity(advisor).languages or [])
+            spoken = _check_capacity(advisor).spoken()
 
             def preference(c: _Candidate) -> tuple[int, int]:
                 fit = 0 if c.created_at <= overdue else c.fit_for(spoken)
@@ -469,18 +495,31 @@ class Conversation(models.Model):
 
     def _append(self, **fields: Any) -> Message:
         """Take the next sequence number and store an entry. Caller holds the row lock."""
+        return self._append_entry(Message(conversation=self, **fields))
+
+    def _append_entry(self, entry: Message) -> Message:
         self.last_seq = _next_seq(self.pk)
-        return Message.objects.create(conversation=self, seq=self.last_seq, **fields)
+        entry.seq = self.last_seq
+        entry.save(force_insert=True)
+        return entry
 
     def _append_system(self, event: str, advisor: Any = None, data: dict | None = None) -> Message:
-        return self._append(
-            sender=Message.Sender.SYSTEM, event=event, advisor=advisor, data=data or {}
+        return self._append_entry(self._system_entry(event, advisor=advisor, data=data))
+
+    def _system_entry(self, event: str, advisor: Any = None, data: dict | None = None) -> Message:
+        return Message(
+            conversation=self,
+            sender=Message.Sender.SYSTEM,
+            event=event,
+            advisor=advisor,
+            data=data or {},
         )
 
     def _record(self, kind: str, advisor: Any = None, data: dict | None = None) -> None:
-        ConversationEvent.objects.create(
-            conversation=self, kind=kind, advisor=advisor, data=data or {}
-        )
+        self._event(kind, advisor=advisor, data=data).save(force_insert=True)
+
+    def _event(self, kind: str, advisor: Any = None, data: dict | None = None) -> ConversationEvent:
+        return ConversationEvent(conversation=self, kind=kind, advisor=advisor, data=data or {})
 
     # --- what clients see -------------------------------------------------------------------
 
@@ -573,6 +612,10 @@ def _next_seq(conversation_id: int) -> int:
             [conversation_id],
         )
         return cursor.fetchone()[0]
+
+
+# take_next chooses among this many at the head of the queue.
+TAKE_NEXT_CANDIDATES = 50
 
 
 def queue_changed() -> dict[str, Any]:

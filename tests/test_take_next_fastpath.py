@@ -1,0 +1,326 @@
+"""An advisor's "next" on PostgreSQL's fast path (advice.fastpath.take_next) chooses what
+Conversation.take_next chooses, writes what it writes and hands out each waiting conversation
+once, however many advisors press "next" at once.
+
+Conversation.take_next is the rule: every example here asks both and compares. The fast path
+exists only on PostgreSQL; on SQLite the consumer takes the ORM path, tested everywhere else."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection, transaction
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from advice import fastpath
+from advice.models import (
+    TAKE_NEXT_CANDIDATES,
+    AdvisorProfile,
+    Conversation,
+    ConversationEvent,
+    DomainError,
+    Message,
+)
+from tests.factories import make_advisor
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        connection.vendor != "postgresql", reason="the fast path is PostgreSQL's only"
+    ),
+]
+
+PREFERENCE_MINUTES = 10
+LANGUAGES = ["sv", "en", "ar", "so"]
+INTERPRETER_LANGUAGES = ["", "ar", "ti", "fa"]
+
+
+@pytest.fixture(autouse=True)
+def _preference(settings):
+    settings.TAKE_NEXT_PREFERENCE_MINUTES = PREFERENCE_MINUTES
+    settings.MESSAGE_FAST_PATH = True
+
+
+def waiting(now: Any, **fields: Any) -> Conversation:
+    """A waiting conversation, its creation time given in whole minutes before `now`."""
+    minutes_ago = fields.pop("minutes_ago", 1)
+    conversation, _token = Conversation.new_web(
+        language=fields.pop("language", "sv"), writer="young"
+    )
+    conversation.created_at = now - timedelta(minutes=minutes_ago)
+    for name, value in fields.items():
+        setattr(conversation, name, value)
+    conversation.save(force_insert=True)
+    conversation.created_event().save(force_insert=True)
+    return conversation
+
+
+class _Undo(Exception):
+    pass
+
+
+def orm_choice(advisor: Any) -> int | str:
+    """What Conversation.take_next takes (its pk) or refuses (the error's code), undone."""
+    chosen: list[int] = []
+    try:
+        with transaction.atomic():
+            conversation, _events = Conversation.take_next(advisor)
+            chosen.append(conversation.pk)
+            raise _Undo
+    except _Undo:
+        return chosen[0]
+    except DomainError as e:
+        return e.code
+
+
+# --- the same choice ---------------------------------------------------------------------------
+
+a_conversation = st.fixed_dictionaries(
+    {
+        "language": st.sampled_from(LANGUAGES),
+        "interpreter_needed": st.booleans(),
+        "interpreter_language": st.sampled_from(INTERPRETER_LANGUAGES),
+        "urgent": st.booleans(),
+        # Whole minutes, well away from the preference's lapse: both paths read the clock.
+        "minutes_ago": st.sampled_from([1, 2, 2, 3, 20, 30, 30]),
+    }
+)
+spoken = st.one_of(
+    st.lists(st.sampled_from([*LANGUAGES, "ti", "fa"]), max_size=4, unique=True),
+    # What a typo in the admin's JSON can leave; AdvisorProfile.spoken reads it as nothing.
+    st.sampled_from(["sv", {"sv": True, "ar": True}, [["sv"], 1, "en"], 7]),
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    queue=st.lists(a_conversation, max_size=8),
+    languages=spoken,
+    capacity=st.integers(min_value=0, max_value=3),
+    active=st.integers(min_value=0, max_value=3),
+)
+async def test_the_fast_path_takes_what_take_next_would_take(
+    transactional_db, queue, languages, capacity, active
+):
+    @sync_to_async
+    def arrange() -> Any:
+        Conversation.objects.all().delete()
+        AdvisorProfile.objects.all().delete()
+        user = make_advisor_once()
+        AdvisorProfile.objects.create(user=user, capacity=capacity, languages=languages)
+        now = timezone.now()
+        for fields in queue:
+            waiting(now, **fields)
+        for _ in range(active):
+            Conversation.objects.filter(pk=waiting(now, minutes_ago=40).pk).update(
+                status=Conversation.Status.ACTIVE, advisor=user, taken_at=now
+            )
+        return user
+
+    user = await arrange()
+    expected = await sync_to_async(orm_choice)(user)
+    taken = await fastpath.take_next_in_one_go(user)
+    if isinstance(expected, str):
+        # Refused (nobody waiting, or at capacity): the fast path takes nothing, and the ORM
+        # path says why.
+        assert taken is None, expected
+    else:
+        assert taken is not None and taken[0].pk == expected
+
+
+def make_advisor_once() -> Any:
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(username="next").first()
+    if user is None:
+        user = make_advisor("next")
+        AdvisorProfile.objects.filter(user=user).delete()
+    return user
+
+
+async def test_an_advisor_without_a_profile_is_left_to_the_orm_path_which_makes_one(
+    transactional_db,
+):
+    @sync_to_async
+    def arrange() -> tuple[Any, Conversation]:
+        user = make_advisor("new")
+        AdvisorProfile.objects.filter(user=user).delete()
+        return user, waiting(timezone.now())
+
+    user, conversation = await arrange()
+    assert await fastpath.take_next_in_one_go(user) is None
+    taken, _events = await fastpath.take_next(user)
+    assert taken.pk == conversation.pk
+    assert await sync_to_async(AdvisorProfile.objects.filter(user=user).exists)()
+
+
+async def test_only_the_head_of_the_queue_is_chosen_from_on_both_paths(transactional_db):
+    """Past the first TAKE_NEXT_CANDIDATES, a better fit is not looked for."""
+
+    @sync_to_async
+    def arrange() -> tuple[Any, Conversation, Conversation]:
+        user = make_advisor("arabic", languages=["ar"])
+        now = timezone.now()
+        head = [waiting(now, language="sv", minutes_ago=1) for _ in range(TAKE_NEXT_CANDIDATES)]
+        fits = waiting(now, language="ar", minutes_ago=1)  # behind the head: not considered
+        return user, head[0], fits
+
+    user, first, _fits = await arrange()
+    assert await sync_to_async(orm_choice)(user) == first.pk
+    taken, _events = await fastpath.take_next_in_one_go(user)
+    assert taken.pk == first.pk
+
+
+# --- the same rows and events ---------------------------------------------------------------
+
+
+def written_by_the_take(conversation: Conversation) -> dict[str, Any]:
+    conversation.refresh_from_db()
+    event = conversation.events.get(kind=ConversationEvent.Kind.TAKEN)
+    entry = conversation.messages.get(event=Message.Event.ADVISOR_JOINED)
+    return {
+        "conversation": (
+            conversation.status,
+            conversation.advisor_id,
+            conversation.taken_at is not None,
+            conversation.last_seq,
+        ),
+        "event": (event.kind, event.advisor_id, event.data),
+        "entry": (
+            entry.seq,
+            entry.sender,
+            entry.advisor_id,
+            entry.body,
+            entry.event,
+            entry.data,
+            entry.client_id,
+        ),
+    }
+
+
+def comparable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events with what differs between two takes of two conversations left out."""
+    out = []
+    for event in events:
+        event = dict(event)
+        event.pop("conversation", None)
+        event.pop("public_id", None)
+        event.pop("sent_at", None)
+        if "summary" in event:
+            event["summary"] = {
+                k: v
+                for k, v in event["summary"].items()
+                if k not in ("id", "created_at", "taken_at")
+            }
+        out.append(event)
+    return out
+
+
+async def test_the_fast_path_writes_and_announces_what_take_next_does(transactional_db):
+    @sync_to_async
+    def arrange() -> tuple[Any, Any]:
+        return make_advisor("fast", capacity=1), make_advisor("slow", capacity=1)
+
+    fast, slow = await arrange()
+    by_orm = await sync_to_async(waiting)(timezone.now(), language="ar", urgent=True)
+    taken_by_orm, orm_events = await sync_to_async(Conversation.take_next)(slow)
+    by_fast = await sync_to_async(waiting)(timezone.now(), language="ar", urgent=True)
+    taken_by_fast, fast_events = await fastpath.take_next_in_one_go(fast)
+    assert (taken_by_orm.pk, taken_by_fast.pk) == (by_orm.pk, by_fast.pk)
+
+    orm_rows = await sync_to_async(written_by_the_take)(by_orm)
+    fast_rows = await sync_to_async(written_by_the_take)(by_fast)
+    orm_rows["conversation"] = (*orm_rows["conversation"][:1], *orm_rows["conversation"][2:])
+    fast_rows["conversation"] = (*fast_rows["conversation"][:1], *fast_rows["conversation"][2:])
+    for rows in (orm_rows, fast_rows):
+        rows["event"] = rows["event"][:1] + rows["event"][2:]
+        rows["entry"] = rows["entry"][:2] + rows["entry"][3:]
+    assert fast_rows == orm_rows
+
+    # The events name each advisor; otherwise they are the same, down to the summary.
+    for event in orm_events + fast_events:
+        if "summary" in event:
+            event["summary"]["advisor"] = None
+        if event.get("kind") == "message":
+            event["advisor"] = None
+    assert comparable(fast_events) == comparable(orm_events)
+    # What the fast path hands back is the stored row, whole.
+    stored = await sync_to_async(Conversation.objects.get)(pk=by_fast.pk)
+    assert [getattr(taken_by_fast, f.attname) for f in Conversation._meta.concrete_fields] == [
+        getattr(stored, f.attname) for f in Conversation._meta.concrete_fields
+    ]
+    assert taken_by_fast.advisor == fast
+
+
+# --- many at once ------------------------------------------------------------------------------
+
+
+async def test_many_advisors_at_once_each_waiting_conversation_goes_to_exactly_one(
+    transactional_db,
+):
+    @sync_to_async
+    def arrange() -> tuple[list[Any], list[Conversation]]:
+        advisors = [make_advisor(f"racer{i}", capacity=1) for i in range(12)]
+        now = timezone.now()
+        return advisors, [waiting(now, minutes_ago=i + 1) for i in range(7)]
+
+    advisors, queue = await arrange()
+
+    async def press_next(user: Any) -> int | str:
+        try:
+            conversation, _events = await fastpath.take_next(user)
+        except DomainError as e:
+            return e.code
+        return conversation.pk
+
+    results = await asyncio.gather(*(press_next(user) for user in advisors))
+    taken = [r for r in results if isinstance(r, int)]
+    assert sorted(taken) == sorted(c.pk for c in queue)
+    assert results.count("queue_empty") == len(advisors) - len(queue)
+
+    @sync_to_async
+    def stored() -> tuple[int, int, set[int]]:
+        return (
+            ConversationEvent.objects.filter(kind="taken").count(),
+            Message.objects.filter(event="advisor_joined").count(),
+            set(Message.objects.filter(event="advisor_joined").values_list("seq", flat=True)),
+        )
+
+    assert await stored() == (len(queue), len(queue), {1})
+
+
+async def test_one_advisor_pressing_next_on_many_sockets_at_once_stays_within_capacity(
+    transactional_db,
+):
+    @sync_to_async
+    def arrange() -> Any:
+        user = make_advisor("eager", capacity=2)
+        now = timezone.now()
+        for i in range(8):
+            waiting(now, minutes_ago=i + 1)
+        return user
+
+    user = await arrange()
+
+    async def press_next() -> str:
+        try:
+            await fastpath.take_next(user)
+        except DomainError as e:
+            return e.code
+        return "taken"
+
+    results = await asyncio.gather(*(press_next() for _ in range(8)))
+    assert results.count("taken") == 2
+    assert results.count("capacity_reached") == 6
+    count = Conversation.objects.filter(advisor=user, status="active").count
+    assert await sync_to_async(count)() == 2
