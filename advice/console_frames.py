@@ -9,7 +9,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from advice import fastpath, interpreters, returncodes
-from advice.models import Conversation
+from advice.models import Conversation, DomainError
 from advice.realtime import publish
 from advice.sockets import ProtocolError, field
 
@@ -31,9 +31,10 @@ class InterpreterAndNoteFrames:
     conversations: dict[str, Conversation]
 
     async def _counts_as_activity(self) -> None:
+        """Before the action: these are rare, and refused once the session has ended."""
         note_activity = getattr(self, "note_activity", None)
-        if note_activity is not None:
-            await note_activity()
+        if note_activity is not None and not await note_activity():
+            raise DomainError("session_ended", "Your session has ended. Log in again.")
 
     # --- interpreters --------------------------------------------------------------------
 

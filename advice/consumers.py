@@ -54,17 +54,25 @@ Handler = Callable[[Any, dict[str, Any]], Awaitable[None]]
 
 def advisor_action(handler: Handler) -> Handler:
     """A frame the advisor sends on purpose (not the heartbeat, not an automatic resume): it
-    keeps the session from idling out."""
+    keeps the session from idling out.
+
+    The activity is written once the action has answered, before the socket's next frame
+    (`receive`): written first, every advisor's first take of the minute waited for a
+    session write on a worker thread, the slowest takes of a surge (docs/performance.md).
+    That the session is still running was checked when the frame arrived; a logout ends the
+    socket through its own event."""
 
     @wraps(handler)
     async def wrapper(self: AdvisorConsumer, frame: dict[str, Any]) -> None:
-        await self.note_activity()
+        self.acted = True
         await handler(self, frame)
 
     return wrapper
 
 
 class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
+    # The frame being handled was an advisor_action: it counts as activity.
+    acted = False
     frame_types = (
         frozenset(
             {
@@ -123,6 +131,9 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         # that ran out while the server was busy elsewhere ends here at the latest.
         if await self._session_still_running():
             await super().receive(text_data=text_data, bytes_data=bytes_data)
+            if self.acted:
+                self.acted = False
+                await self.note_activity()
 
     # --- frames ----------------------------------------------------------------------------
 
@@ -331,16 +342,19 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
 
     # --- the session -----------------------------------------------------------------------
 
-    async def note_activity(self) -> None:
+    async def note_activity(self) -> bool:
+        """Move the session's idle limit on (at most once every ACTIVITY_WRITE_INTERVAL);
+        False, and the socket ended, when the session has ended meanwhile."""
         now = time.time()
         if now - self.activity_written_at < ACTIVITY_WRITE_INTERVAL:
-            return
+            return True
         self.activity_written_at = now
         deadline = await fastpath.advisor_orm(record_socket_activity)(self.session_key)
         if deadline is None:
             await self._end(SESSION_ENDED)
-            raise DomainError("session_ended", "Your session has ended. Log in again.")
+            return False
         self.session_deadline = deadline
+        return True
 
     async def _session_still_running(self) -> bool:
         """True while the session lasts. Past its deadline (as last known here) the stored

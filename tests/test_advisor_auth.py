@@ -692,6 +692,10 @@ async def test_what_the_advisor_does_on_the_socket_keeps_the_session_alive(advis
         await console.send_json_to({"type": "take_next"})  # an action, even one that fails
         error = await receive_until(console, "error")
         assert error["code"] == "queue_empty"
+        # The activity is written after the answer, before the next frame: the pong says the
+        # socket is done with the action.
+        await console.send_json_to({"type": "ping"})
+        await receive_until(console, "pong")
     with time_machine.travel(now + idle + 60, tick=True):
         # The heartbeat alone would have ended it by now; the action moved the limit on.
         await console.send_json_to({"type": "ping"})
@@ -704,6 +708,21 @@ async def test_what_the_advisor_does_on_the_socket_keeps_the_session_alive(advis
 
         assert await sync_to_async(console_page_status)() == 200
     await console.disconnect()
+
+
+@socket_test
+async def test_an_action_answers_first_and_then_a_session_found_gone_ends_the_socket(advisor):
+    """The activity is written after the action (advice.consumers.advisor_action); a session
+    deleted meanwhile without a logout event (an admin emptied the table) is found there."""
+    cookie = await database_sync_to_async(session_cookie)(advisor)
+    console, connected = await connect_with_cookie(cookie)
+    assert connected
+    await receive_until(console, "hello")
+    await database_sync_to_async(Session.objects.all().delete)()
+    await console.send_json_to({"type": "take_next"})
+    error = await receive_until(console, "error")
+    assert error["code"] == "queue_empty"
+    assert await closed_within(console, 5) == 4401
 
 
 @socket_test
