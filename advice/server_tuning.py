@@ -28,11 +28,17 @@ Each change is to a library under Daphne, made once when the ASGI application is
   left to the usual way to report. Order is kept: nothing is sent at once while anything
   older waits.
 
-And one change to how the process collects garbage: everything loaded at start (Django, the
+And two changes to how the process collects garbage. Everything loaded at start (Django, the
 models, Twisted, the URL patterns: hundreds of thousands of objects that live as long as the
 process) is moved out of the collector's way with `gc.freeze()`, once the application is
 loaded. Before, each full collection walked all of them and stopped the server for 80-100 ms,
-which was most of the webhooks' p99 (docs/sms.md, "Benchmark").
+which was most of the webhooks' p99 (docs/sms.md, "Benchmark"). And the old generation is
+collected a tenth as often as CPython's default (GC_THRESHOLDS): with a few thousand sockets
+open, a full collection walks all their objects and holds the event loop for 100-250 ms, and
+in a surge of arrivals (a growing heap) one came every few seconds; every stall of the event
+loop longer than 25 ms in the surge was one of them (docs/performance.md, "Fourth round").
+Reference counting still frees what is no longer used at once; only garbage in reference
+cycles that has lived long enough to reach the old generation waits longer.
 """
 
 from __future__ import annotations
@@ -115,11 +121,21 @@ def write_at_once_when_nothing_waits() -> None:
     tcp.Connection._advice_writes_at_once = True
 
 
+# The collector's thresholds (young, middle, old): CPython's defaults but for the old
+# generation, collected after every hundred middle collections instead of every ten.
+GC_THRESHOLDS = (700, 10, 100)
+
+
+def collect_old_objects_less_often() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def apply() -> None:
     skip_twisted_form_parsing()
     skip_twisted_access_log()
     skip_autobahn_log_formatting()
     write_at_once_when_nothing_waits()
+    collect_old_objects_less_often()
 
 
 def freeze_startup_objects() -> None:
