@@ -176,7 +176,10 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         self.shown_by_take[public_id] = conversation.summary()
         # Delivered in this process now, rung to the others while this socket follows.
         ringing = self.hub.publish_nowait(events)
-        await self._follow(conversation, 0)
+        # Nothing to show beside the stream yet: notes and interpreter invitations belong to
+        # the conversation's advisor (returncodes.save_note, interpreters.invite), and until
+        # this take it had none.
+        await self._follow(conversation, 0, extras=False)
         await ringing
 
     @advisor_action
@@ -245,7 +248,12 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
 
     @advisor_action
     async def handle_close(self, frame: dict[str, Any]) -> None:
-        conversation = await self._lookup(frame)
+        # A conversation this socket follows needs no lookup: closing checks that it is still
+        # active and this advisor's (Conversation.close), as posting does.
+        public_id = frame.get("conversation")
+        conversation = (
+            self.conversations.get(public_id) if isinstance(public_id, str) else None
+        ) or await self._lookup(frame)
         outcome = field(frame, "outcome", str, choices=Outcome.values)
         events = await fastpath.advisor_orm(conversation.close)(self.user, outcome)
         await publish(events)
@@ -391,12 +399,15 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
 
     # --- helpers ---------------------------------------------------------------------------
 
-    async def _follow(self, conversation: Conversation, after_seq: int) -> None:
+    async def _follow(
+        self, conversation: Conversation, after_seq: int, *, extras: bool = True
+    ) -> None:
         self.conversations[str(conversation.public_id)] = conversation
         (summary,) = await self._with_contacts([conversation.summary()])
         await self.send_frame({"type": "conversation", "conversation": summary})
         await self.follow(conversation, after_seq)
-        await self.send_extras_of(conversation)  # notes, interpreter (console_frames)
+        if extras:
+            await self.send_extras_of(conversation)  # notes, interpreter (console_frames)
 
     async def _with_contacts(
         self, summaries: list[dict[str, Any]], cache: Any = None
