@@ -67,7 +67,7 @@ def sizes(args: argparse.Namespace) -> dict:
         base = {
             "conversations": 500,
             "rates": [100.0, 300.0, 1000.0],
-            "duration": 8.0,
+            "duration": 15.0,
             "visitors": 2000,
             "advisors": 20,
             "arrival_s": 10.0,
