@@ -24,6 +24,10 @@ conversation is not a web chat (SMS texts must reach the outbox in the same tran
 the `message_posted` signal) — the call falls back to `Conversation.post`, which answers with
 the rule's own error or the stored message. So the ORM path stays the one definition of the
 rules, and this module only makes the common case fast. SQLite always uses the ORM path.
+
+The same holds for what a surge makes by the hundred, each below with the ORM method that
+defines it: a visitor's start (`Conversation.start_web`), the catch-up read after it
+(`Conversation.messages_after`), and an advisor's "next" (`Conversation.take_next`).
 """
 
 from __future__ import annotations
