@@ -324,8 +324,8 @@ class Hub:
         with a turn of the event loop between slices; returns the time spent handing out.
 
         Most watchers take it at once (a frame out), so handed out in one go to thousands of
-        waiting visitors it held the loop for a hundred milliseconds and more, and an
-        advisor's take or a visitor's text that arrived meanwhile waited that long."""
+        waiting visitors it was one turn of the loop as long as all their frames together, and
+        an advisor's take or a visitor's text that arrived meanwhile waited for all of them."""
         watchers = sorted(self.queue_watchers, key=lambda w: w.advisor_id is None)
         spent = 0.0
         for start in range(0, len(watchers), QUEUE_FANOUT_SLICE):
