@@ -10,7 +10,6 @@ from channels.db import database_sync_to_async
 
 from advice import fastpath, interpreters, returncodes
 from advice.models import Conversation, DomainError
-from advice.realtime import publish
 from advice.sockets import ProtocolError, field
 
 
@@ -53,20 +52,20 @@ class InterpreterAndNoteFrames:
                 "invitation": invitation.as_dict(),
             }
         )
-        await publish(events)
+        self.publish(events)
 
     async def handle_revoke_interpreter(self, frame: dict[str, Any]) -> None:
         await self._counts_as_activity()
         conversation = await self._lookup(frame)
         events = await database_sync_to_async(interpreters.revoke)(conversation, self.user)
-        await publish(events)
+        self.publish(events)
 
     async def handle_share_with_interpreter(self, frame: dict[str, Any]) -> None:
         await self._counts_as_activity()
         conversation = await self._lookup(frame)
         from_seq = field(frame, "from_seq", int, default=1)
         events = await database_sync_to_async(interpreters.share)(conversation, self.user, from_seq)
-        await publish(events)
+        self.publish(events)
 
     async def on_interpreter_event(self, event: dict[str, Any]) -> None:
         await self.send_frame(

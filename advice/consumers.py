@@ -174,13 +174,11 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         self.conversations[public_id] = conversation
         # The take's own event reaches this socket too; it needs no second showing.
         self.shown_by_take[public_id] = conversation.summary()
-        # Delivered in this process now, rung to the others while this socket follows.
-        ringing = self.hub.publish_nowait(events)
+        self.publish(events)
         # Nothing to show beside the stream yet: notes and interpreter invitations belong to
         # the conversation's advisor (returncodes.save_note, interpreters.invite), and until
         # this take it had none.
         await self._follow(conversation, 0, extras=False)
-        await ringing
 
     @advisor_action
     async def handle_send(self, frame: dict[str, Any]) -> None:
@@ -207,12 +205,12 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
                 "seq": message.seq,
             }
         )
-        await publish(events)
+        self.publish(events)
 
     @advisor_action
     async def handle_typing(self, frame: dict[str, Any]) -> None:
         conversation = await self._lookup(frame)
-        await publish(
+        self.publish(
             [
                 {
                     "kind": "typing",
@@ -228,7 +226,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         conversation = await self._lookup(frame, must_be_mine=False)
         urgent = field(frame, "urgent", bool, default=True)
         events = await fastpath.advisor_orm(conversation.set_urgent)(self.user, urgent)
-        await publish(events)
+        self.publish(events)
 
     @advisor_action
     async def handle_set_interpreter(self, frame: dict[str, Any]) -> None:
@@ -244,7 +242,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         events = await fastpath.advisor_orm(conversation.set_interpreter)(
             self.user, needed, language
         )
-        await publish(events)
+        self.publish(events)
 
     @advisor_action
     async def handle_close(self, frame: dict[str, Any]) -> None:

@@ -203,6 +203,15 @@ class JsonSocket(AsyncWebsocketConsumer):
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send_text(encode_frame(frame))
 
+    def publish(self, events: list[dict[str, Any]]) -> None:
+        """Committed events: delivered to the sockets of this process now, rung to the other
+        processes in the background. The socket's next frame does not wait for the ring to
+        Redis (the ring keeps the events' order; a client that misses one resumes from the
+        database). An advisor who closed a conversation and pressed "next" at once waited for
+        it, a busy event loop's round trip to Redis (docs/performance.md, item 27)."""
+        if events:
+            self.hub.publish_nowait(events)
+
     async def send_text(self, text: str) -> None:
         """Send a frame already encoded (one encoding shared by many sockets)."""
         if not self.closed:

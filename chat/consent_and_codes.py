@@ -13,7 +13,6 @@ from advice import fastpath, interpreters, returncodes
 from advice.choices import COUNTIES, InterpreterGender
 from advice.hours import line_closed_frame, line_status
 from advice.models import Conversation
-from advice.realtime import publish
 from advice.sockets import ProtocolError, field
 
 COUNTY_CHOICES = ["", *(code for code, _name in COUNTIES)]
@@ -89,7 +88,7 @@ class ConsentAndCodeFrames:
         conversation = self._require_conversation()
         accept = field(frame, "accept", bool)
         events = await database_sync_to_async(interpreters.answer)(conversation, accept)
-        await publish(events)
+        self.publish(events)
 
     async def handle_return_code(self, frame: dict[str, Any]) -> None:
         conversation = self._require_conversation()

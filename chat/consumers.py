@@ -13,7 +13,6 @@ from django.utils import timezone
 from advice import fastpath
 from advice.choices import COUNTIES, INTERPRETER_LANGUAGES, SafeNow, Writer
 from advice.models import Conversation, Message, QueueSnapshot
-from advice.realtime import publish
 from advice.sockets import (
     JsonSocket,
     ProtocolError,
@@ -84,7 +83,7 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
         conversation, token, events = started
         await self.send_frame({"type": "started", "token": token})
         await self._attach(conversation, after_seq=0, new=True)
-        await publish(events)
+        self.publish(events)
 
     async def handle_resume(self, frame: dict[str, Any]) -> None:
         token = field(frame, "token", str, max_length=128)
@@ -105,12 +104,12 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
         )
         # Acknowledged only now: the text is committed.
         await self.send_frame({"type": "ack", "client_id": client_id, "seq": message.seq})
-        await publish(events)
+        self.publish(events)
 
     async def handle_typing(self, frame: dict[str, Any]) -> None:
         conversation = self._require_conversation()
         if conversation.status == Conversation.Status.ACTIVE:
-            await publish(
+            self.publish(
                 [
                     {
                         "kind": "typing",
@@ -124,7 +123,7 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
     async def handle_leave(self, frame: dict[str, Any]) -> None:
         conversation = self._require_conversation()
         events = await database_sync_to_async(conversation.end_by_visitor)()
-        await publish(events)
+        self.publish(events)
 
     async def handle_quick_exit(self, frame: dict[str, Any]) -> None:
         """The visitor pressed quick exit: end the conversation, revoke the token, and close.
@@ -135,7 +134,7 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
         # Stop following it: nothing more goes to a page that is gone.
         self.hub.remove(self)
         self.conversation = None
-        await publish(events)
+        self.publish(events)
         await self.close(code=4000)
 
     # --- events ----------------------------------------------------------------------------

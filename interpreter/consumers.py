@@ -16,7 +16,6 @@ from channels.db import database_sync_to_async
 
 from advice import interpreters
 from advice.models import Conversation, InterpreterInvitation, Message
-from advice.realtime import publish
 from advice.sockets import (
     JsonSocket,
     ProtocolError,
@@ -54,7 +53,7 @@ class InterpreterConsumer(JsonSocket):
         invitation, token, events = await database_sync_to_async(interpreters.open_link)(key)
         await self.send_frame({"type": "welcome", "token": token})
         await self._attach(invitation, after_seq=0)
-        await publish(events)
+        self.publish(events)
 
     async def handle_resume(self, frame: dict[str, Any]) -> None:
         token = field(frame, "token", str, max_length=128)
@@ -74,12 +73,12 @@ class InterpreterConsumer(JsonSocket):
             invitation, text, client_id
         )
         await self.send_frame({"type": "ack", "client_id": client_id, "seq": message.seq})
-        await publish(events)
+        self.publish(events)
 
     async def handle_typing(self, frame: dict[str, Any]) -> None:
         invitation = self._require_joined()
         conversation = invitation.conversation
-        await publish(
+        self.publish(
             [
                 {
                     "kind": "typing",
@@ -94,7 +93,7 @@ class InterpreterConsumer(JsonSocket):
         if self.invitation is None:
             raise ProtocolError("no_invitation", "Open the invitation link first.")
         events = await database_sync_to_async(interpreters.leave)(self.invitation)
-        await publish(events)
+        self.publish(events)
 
     # --- events ----------------------------------------------------------------------------
 
