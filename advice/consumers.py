@@ -19,6 +19,7 @@ from django.db.models import Q
 
 from advice import fastpath
 from advice.auth import (
+    LAST_ACTIVE_AT,
     record_socket_activity,
     session_deadline,
     session_ended_because,
@@ -99,7 +100,9 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         self.advisor_id = self.user.pk
         self.session_key = self.scope["session"].session_key
         self.session_deadline = session_deadline(self.scope["session"])
-        self.activity_written_at = 0.0
+        # The session's own record of the last activity (a page, another socket): written
+        # again once the advisor acts ACTIVITY_WRITE_INTERVAL after it.
+        self.activity_written_at = float(self.scope["session"].get(LAST_ACTIVE_AT, 0))
         self.session_task = asyncio.create_task(self._close_when_session_ends())
         self.profile = await fastpath.advisor_orm(AdvisorProfile.for_user)(self.user)
         # public id -> conversation, for the conversations this socket follows.

@@ -28,6 +28,7 @@ from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from advice.auth import AUTHENTICATED_AT, LAST_ACTIVE_AT
+from advice.consumers import ACTIVITY_WRITE_INTERVAL
 from advice.models import Conversation, Message
 from tests.factories import (
     ORIGIN,
@@ -714,7 +715,11 @@ async def test_what_the_advisor_does_on_the_socket_keeps_the_session_alive(advis
 async def test_an_action_answers_first_and_then_a_session_found_gone_ends_the_socket(advisor):
     """The activity is written after the action (advice.consumers.advisor_action); a session
     deleted meanwhile without a logout event (an admin emptied the table) is found there."""
-    cookie = await database_sync_to_async(session_cookie)(advisor)
+    now = time.time()
+    # Last active long enough ago that the action is written.
+    cookie = await database_sync_to_async(timed_session_cookie)(
+        advisor, authenticated_at=now, last_active_at=now - ACTIVITY_WRITE_INTERVAL - 1
+    )
     console, connected = await connect_with_cookie(cookie)
     assert connected
     await receive_until(console, "hello")
@@ -723,6 +728,37 @@ async def test_an_action_answers_first_and_then_a_session_found_gone_ends_the_so
     error = await receive_until(console, "error")
     assert error["code"] == "queue_empty"
     assert await closed_within(console, 5) == 4401
+
+
+@socket_test
+async def test_an_action_soon_after_the_sessions_last_activity_writes_nothing(advisor):
+    """The session already says the advisor was active a moment ago (the console page that
+    opened the socket): the first actions on the socket write nothing until
+    ACTIVITY_WRITE_INTERVAL has passed since then."""
+    now = time.time()
+    cookie = await database_sync_to_async(timed_session_cookie)(
+        advisor, authenticated_at=now - 5, last_active_at=now - 5
+    )
+    console, connected = await connect_with_cookie(cookie)
+    assert connected
+    await receive_until(console, "hello")
+
+    def last_active() -> int:
+        return SessionStore(session_key=cookie.split("=", 1)[1])[LAST_ACTIVE_AT]
+
+    await console.send_json_to({"type": "take_next"})
+    assert (await receive_until(console, "error"))["code"] == "queue_empty"
+    await console.send_json_to({"type": "ping"})
+    await receive_until(console, "pong")
+    assert await database_sync_to_async(last_active)() == int(now - 5)
+
+    with time_machine.travel(now + ACTIVITY_WRITE_INTERVAL, tick=True):
+        await console.send_json_to({"type": "take_next"})
+        await receive_until(console, "error")
+        await console.send_json_to({"type": "ping"})
+        await receive_until(console, "pong")
+        assert await database_sync_to_async(last_active)() >= int(now + ACTIVITY_WRITE_INTERVAL)
+    await console.disconnect()
 
 
 @socket_test
