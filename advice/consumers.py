@@ -31,7 +31,6 @@ from advice.auth import (
 from advice.choices import INTERPRETER_LANGUAGES, Channel, Outcome
 from advice.console_frames import InterpreterAndNoteFrames
 from advice.models import AdvisorProfile, Conversation, DomainError, Message, QueueSnapshot
-from advice.realtime import publish
 from advice.sockets import (
     JsonSocket,
     ProtocolError,
@@ -110,6 +109,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         # public id -> the summary this socket showed when it took the conversation itself.
         self.shown_by_take: dict[str, dict[str, Any]] = {}
         self.hub.add_advisor(self)
+        fastpath.warm_takes()
         await self.accept()
         await self.send_frame(
             {
@@ -256,8 +256,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
             self.conversations.get(public_id) if isinstance(public_id, str) else None
         ) or await self._lookup(frame)
         outcome = field(frame, "outcome", str, choices=Outcome.values)
-        events = await fastpath.advisor_orm(conversation.close)(self.user, outcome)
-        await publish(events)
+        self.publish(await fastpath.close(conversation, self.user, outcome))
 
     # --- events ----------------------------------------------------------------------------
 

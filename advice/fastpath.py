@@ -27,7 +27,8 @@ rules, and this module only makes the common case fast. SQLite always uses the O
 
 The same holds for what a surge makes by the hundred, each below with the ORM method that
 defines it: a visitor's start (`Conversation.start_web`), the catch-up read after it
-(`Conversation.messages_after`), and an advisor's "next" (`Conversation.take_next`).
+(`Conversation.messages_after`), an advisor's close (`Conversation.close`) and "next"
+(`Conversation.take_next`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from advice.models import (
     Conversation,
     ConversationEvent,
     Message,
+    check_outcome,
     queue_changed,
     validate_text,
 )
@@ -65,6 +67,9 @@ logger = logging.getLogger(__name__)
 # Connections per process for the hot path; a statement takes about a millisecond, so a few
 # carry thousands of texts a second.
 POOL_SIZE = 4
+# Advisors' takes and closes have connections of their own, as their ORM calls have threads of
+# their own (below): they never wait behind the batches of a surge of visitors arriving.
+ADVISOR_POOL_SIZE = 4
 # Catch-up reads at most this many entries per query (as Conversation.messages_after).
 PAGE = 500
 # The largest seq a stream can hold (Message.seq is a PostgreSQL integer).
@@ -112,7 +117,9 @@ def advisor_orm(function: Any) -> Any:
 
 # --- connections --------------------------------------------------------------------------------
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
+    weakref.WeakKeyDictionary()
+)
 _keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = (
     weakref.WeakKeyDictionary()
 )
@@ -166,29 +173,35 @@ class _Connections:
         self.every.clear()
 
 
-async def _pool() -> _Connections:
+def _pool(kind: str = "shared") -> _Connections:
+    """This event loop's connections of a kind: "shared", or "advisors" (ADVISOR_POOL_SIZE)."""
     loop = asyncio.get_running_loop()
-    pool = _pools.get(loop)
-    if pool is None:
-        pool = _pools[loop] = _Connections(_connection_params(), POOL_SIZE)
-        # Closed with its event loop: asyncio.Runner (and pytest-asyncio) cancel the tasks
+    pools = _pools.get(loop)
+    if pools is None:
+        pools = _pools[loop] = {}
+        # Closed with their event loop: asyncio.Runner (and pytest-asyncio) cancel the tasks
         # left when a loop ends, so the connections never outlive it (a test database can
         # then be dropped).
-        _keepers[loop] = loop.create_task(_close_with_loop(pool), name="advice-fastpath-pool")
+        _keepers[loop] = loop.create_task(_close_with_loop(pools), name="advice-fastpath-pool")
+    pool = pools.get(kind)
+    if pool is None:
+        size = ADVISOR_POOL_SIZE if kind == "advisors" else POOL_SIZE
+        pool = pools[kind] = _Connections(_connection_params(), size)
     return pool
 
 
-async def _close_with_loop(pool: _Connections) -> None:
+async def _close_with_loop(pools: dict[str, _Connections]) -> None:
     try:
         await asyncio.Event().wait()
     finally:
-        await pool.close()
+        for pool in pools.values():
+            await pool.close()
 
 
 async def fetch_one(sql: str, params: list[Any]) -> tuple | None:
     """One statement on this event loop's connections (autocommit): its first row, if any.
     For other modules' hot paths (sms.webhooks); PostgreSQL only (see `enabled`)."""
-    pool = await _pool()
+    pool = _pool()
     async with pool.connection() as conn:
         cursor = await conn.execute(sql, params)
         return await cursor.fetchone()
@@ -278,7 +291,7 @@ async def post(
     row = None
     import psycopg
 
-    pool = await _pool()
+    pool = _pool()
     try:
         async with pool.connection() as conn:
             cursor = await conn.execute(sql, params)
@@ -410,7 +423,7 @@ async def _insert_starts(starts: list[tuple[Conversation, int]]) -> list[int | N
     ]
     columns = [list(column) for column in zip(*rows, strict=True)]
     versions = [version for _conversation, version in starts]
-    pool = await _pool()
+    pool = _pool()
     async with pool.connection() as conn:
         cursor = await conn.execute(sql, [*columns, versions])
         stored = dict(await cursor.fetchall())
@@ -470,7 +483,7 @@ def _entries_orm(conversation_id: int, after: int, limit: int) -> list[dict[str,
 
 
 async def _read_pages(wanted: list[tuple[Conversation, int]]) -> list[list[dict[str, Any]]]:
-    pool = await _pool()
+    pool = _pool()
     async with pool.connection() as conn:
         cursor = await conn.execute(
             _pages_sql(),
@@ -498,6 +511,85 @@ async def entries_after(conversation: Conversation, after: int) -> list[dict[str
     if not enabled():
         return await database_sync_to_async(_entries_orm)(conversation.pk, after, PAGE)
     return await _batched("catch-up", _read_pages)((conversation, after))
+
+
+# --- an advisor's close -------------------------------------------------------------------------
+
+
+@functools.cache
+def _close_statement() -> tuple[str, list[Any], list[Any], list[Any]]:
+    """`Conversation.close` as one statement: end the conversation if it is still active and
+    the advisor's, record the close and append the "closed" entry under the next seq; the
+    entry's id and the whole conversation row come back (nothing, when it was not the
+    advisor's active conversation). Returns (statement, conversation fields, event fields,
+    entry fields)."""
+    conversation, event, entry = Conversation._meta, ConversationEvent._meta, Message._meta
+    table, pk = conversation.db_table, conversation.pk.column
+    closing = list(Conversation().closing_fields(""))
+    conversation_fields = list(conversation.concrete_fields)
+    event_fields = _insert_fields(ConversationEvent, "conversation_id")
+    entry_fields = _insert_fields(Message, "conversation_id", "seq")
+
+    def columns(fields: list[Any], prefix: str = "") -> str:
+        return ", ".join(f'{prefix}"{f.column}"' for f in fields)
+
+    def parameters(fields: list[Any], name: str) -> str:
+        return ", ".join(
+            f"%({name}{i})s::{f.db_type(django_connection)}" for i, f in enumerate(fields)
+        )
+
+    setting = ", ".join(
+        f'"{conversation.get_field(name).column}" = %(set_{name})s' for name in closing
+    )
+    sql = "".join(
+        [
+            f'WITH c AS (UPDATE "{table}" SET {setting}, last_seq = last_seq + 1',
+            f"  WHERE \"{pk}\" = %(id)s AND status = '{Conversation.Status.ACTIVE}'",
+            "  AND advisor_id = %(advisor)s",
+            f"  RETURNING {columns(conversation_fields)}),",
+            f' e AS (INSERT INTO "{event.db_table}" (conversation_id, {columns(event_fields)})',
+            f'  SELECT c."{pk}", {parameters(event_fields, "e")} FROM c),',
+            f' m AS (INSERT INTO "{entry.db_table}"',
+            f"  (conversation_id, seq, {columns(entry_fields)})",
+            f'  SELECT c."{pk}", c.last_seq, {parameters(entry_fields, "m")} FROM c',
+            f'  RETURNING "{entry.pk.column}")',
+            f' SELECT m."{entry.pk.column}", {columns(conversation_fields, "c.")} FROM c, m',
+        ]
+    )
+    return sql, conversation_fields, event_fields, entry_fields
+
+
+async def close(conversation: Conversation, advisor: Any, outcome: str) -> list[dict]:
+    """`Conversation.close(advisor, outcome)`, awaitable: the same rows, the same events, the
+    same errors. On PostgreSQL one statement on the advisors' connections, instead of seven
+    round trips on a thread (a twelfth of the surge's CPU, docs/performance.md, item 30);
+    whenever it closes nothing, the ORM path answers with its own error."""
+    if not enabled():
+        return await advisor_orm(conversation.close)(advisor, outcome)
+    check_outcome(outcome)
+    sql, conversation_fields, event_fields, entry_fields = _close_statement()
+    event, entry = conversation.close_records(advisor, outcome)
+    params: dict[str, Any] = {"id": conversation.pk, "advisor": advisor.pk}
+    for name, value in conversation.closing_fields(outcome).items():
+        field = Conversation._meta.get_field(name)
+        params[f"set_{name}"] = field.get_db_prep_save(value, django_connection)
+    params.update((f"e{i}", v) for i, v in enumerate(_prepared(event, event_fields)))
+    params.update((f"m{i}", v) for i, v in enumerate(_prepared(entry, entry_fields)))
+    async with _pool("advisors").connection() as conn:
+        cursor = await conn.execute(sql, params)
+        row = await cursor.fetchone()
+    if row is None:
+        return await advisor_orm(conversation.close)(advisor, outcome)
+    entry_pk, *row_of_conversation = row
+    closed = _from_row(Conversation, conversation_fields, row_of_conversation)
+    # The caller's instance is the one the socket keeps: it takes the stored state.
+    for field in conversation_fields:
+        setattr(conversation, field.attname, getattr(closed, field.attname))
+    event.conversation = entry.conversation = conversation
+    entry.pk, entry.seq = entry_pk, conversation.last_seq
+    entry._state.adding = False
+    entry._state.db = "default"
+    return conversation.closed_events(entry)
 
 
 # --- an advisor's "next" -------------------------------------------------------------------------
@@ -601,30 +693,10 @@ async def take_next(advisor: Any) -> tuple[Conversation, list[dict]]:
 async def take_next_in_one_go(advisor: Any) -> tuple[Conversation, list[dict]] | None:
     """take_next's statements (PostgreSQL): what take_next returns, or None when they took
     nothing."""
-    lock, take, conversation_fields, event_fields, entry_fields = _take_next_statements()
-    taken_at = timezone.now()
+    conversation_fields = _take_next_statements()[2]
     # The rows the take writes beside the conversation's, built as the ORM path builds them.
     event, entry = Conversation().take_records(advisor)
-    params = {
-        "advisor": advisor.pk,
-        "taken_at": taken_at,
-        "overdue": taken_at - timedelta(minutes=settings.TAKE_NEXT_PREFERENCE_MINUTES),
-    }
-    params.update((f"e{i}", v) for i, v in enumerate(_prepared(event, event_fields)))
-    params.update((f"m{i}", v) for i, v in enumerate(_prepared(entry, entry_fields)))
-    pool = await _pool()
-    async with pool.connection() as conn:
-        # BEGIN, both statements and COMMIT go to the server together and come back in one
-        # round trip, at the pipeline's end (conn.transaction() would wait for the server at
-        # BEGIN and at COMMIT: four round trips, each a turn of a busy event loop). Should a
-        # statement fail, the connection is left in the failed transaction, and the pool
-        # closes it instead of reusing it.
-        async with conn.pipeline():
-            await conn.execute("BEGIN")
-            await conn.execute(lock, params)
-            cursor = await conn.execute(take, params)
-            await conn.execute("COMMIT")
-        row = await cursor.fetchone()
+    row = await _take_line()(_take_parameters(advisor, event, entry))
     if row is None:
         return None
     entry_pk, *row_of_conversation = row
@@ -635,3 +707,173 @@ async def take_next_in_one_go(advisor: Any) -> tuple[Conversation, list[dict]] |
     entry._state.adding = False
     entry._state.db = "default"
     return conversation, conversation.taken_events(entry)
+
+
+def _take_parameters(advisor: Any, event: ConversationEvent, entry: Message) -> dict[str, Any]:
+    *_statements, event_fields, entry_fields = _take_next_statements()
+    taken_at = timezone.now()
+    params = {
+        "advisor": advisor.pk,
+        "taken_at": taken_at,
+        "overdue": taken_at - timedelta(minutes=settings.TAKE_NEXT_PREFERENCE_MINUTES),
+    }
+    params.update((f"e{i}", v) for i, v in enumerate(_prepared(event, event_fields)))
+    params.update((f"m{i}", v) for i, v in enumerate(_prepared(entry, entry_fields)))
+    return params
+
+
+# A take that never ran: one before it in the same round trip failed, and the server skipped
+# the rest of the round trip. Nothing of it was done; the ORM path takes over.
+_SKIPPED = object()
+
+
+async def _run_takes(conn: Any, takes: list[dict[str, Any]]) -> list[Any]:
+    """Each take in a transaction of its own, all in one round trip: BEGIN, the statements and
+    COMMIT of every take go to the server together and come back at the pipeline's end
+    (conn.transaction() would wait for the server at BEGIN and at COMMIT).
+
+    Each take's outcome, in order: its row (None: it took nothing) once its COMMIT is
+    confirmed; the error, for the take that failed; _SKIPPED for those after it, which the
+    server did not run. Should the connection fail instead, a take whose COMMIT was not
+    confirmed may or may not have been made, and gets the error. A connection left in a failed
+    transaction is closed by the pool."""
+    import psycopg
+
+    lock, take = _take_next_statements()[:2]
+    steps: list[tuple[Any, Any]] = []
+    failure: psycopg.Error | None = None
+    try:
+        async with conn.pipeline():
+            for params in takes:
+                await conn.execute("BEGIN")
+                await conn.execute(lock, params)
+                steps.append((await conn.execute(take, params), await conn.execute("COMMIT")))
+    except psycopg.Error as e:
+        failure = e
+    connection_lost = isinstance(failure, psycopg.OperationalError) or conn.closed
+    outcomes: list[Any] = []
+    failed = False
+    for n in range(len(takes)):
+        if n < len(steps) and steps[n][1].statusmessage == "COMMIT":
+            outcomes.append(await steps[n][0].fetchone())
+        elif connection_lost or not failed:
+            failed = True
+            outcomes.append(failure)
+        else:
+            outcomes.append(_SKIPPED)
+    return outcomes
+
+
+class _TakeLine:
+    """Takes that wait for a connection go to the database together: a connection that comes
+    free runs its share of what waits then, in one round trip (`_run_takes`). Twenty advisors
+    pressing "next" at once otherwise queued for four connections five deep, a round trip
+    through a busy event loop each (docs/performance.md, item 28).
+
+    One runner per take that finds every runner busy, at most ADVISOR_POOL_SIZE waiting for a
+    connection; when a runner gets one, it takes its part of the takes then waiting, sharing
+    them with the runners still waiting (the database works on a few connections side by
+    side)."""
+
+    def __init__(self) -> None:
+        self.pool = _pool("advisors")
+        self.waiting: list[tuple[dict[str, Any], asyncio.Future]] = []
+        self.unserved = 0  # runners that have not taken their share yet
+        self.runners: set[asyncio.Task] = set()
+        self.warming: asyncio.Task | None = None
+
+    async def __call__(self, params: dict[str, Any]) -> tuple | None:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.waiting.append((params, future))
+        if self.unserved < ADVISOR_POOL_SIZE:
+            self.unserved += 1
+            runner = loop.create_task(self._run(), name="advice-fastpath-takes")
+            self.runners.add(runner)
+            runner.add_done_callback(self.runners.discard)
+        return await future
+
+    def _share(self) -> list[tuple[dict[str, Any], asyncio.Future]]:
+        share = -(-len(self.waiting) // self.unserved)  # rounded up
+        self.unserved -= 1
+        batch, self.waiting = self.waiting[:share], self.waiting[share:]
+        return batch
+
+    async def _run(self) -> None:
+        batch = None
+        try:
+            async with self.pool.connection() as conn:
+                batch = self._share()
+                if not batch:
+                    return  # the runners before this one took them all
+                outcomes = await _run_takes(conn, [params for params, _future in batch])
+        except BaseException as e:
+            if batch is None:  # no connection: this runner's share fails with it
+                batch = self._share()
+            for _params, future in batch:
+                if not future.done():
+                    if isinstance(e, Exception):
+                        future.set_exception(e)
+                    else:
+                        future.cancel()
+            if not isinstance(e, Exception):
+                raise
+            return
+        for (_params, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(None if outcome is _SKIPPED else outcome)
+
+    async def warm(self) -> None:
+        """Open the connections ahead of the first takes, each with take_next's statements
+        prepared and the tables they touch in its caches (run for nobody, they take nothing):
+        the first takes after a start were the slowest of a surge."""
+        from django.contrib.auth import get_user_model
+
+        # Parameters of the same types as a real take's (psycopg prepares a statement per
+        # query and parameter types), for an advisor who does not exist.
+        nobody = get_user_model()(pk=0)
+        params = _take_parameters(nobody, *Conversation().take_records(nobody))
+
+        async def open_one() -> None:
+            async with self.pool.connection() as conn:
+                await _run_takes(conn, [params])
+
+        await asyncio.gather(*(open_one() for _ in range(ADVISOR_POOL_SIZE)))
+
+
+_take_lines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TakeLine] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _take_line() -> _TakeLine:
+    loop = asyncio.get_running_loop()
+    line = _take_lines.get(loop)
+    if line is None:
+        line = _take_lines[loop] = _TakeLine()
+    return line
+
+
+def warm_takes() -> None:
+    """An advisor is here: have the takes' connections ready (once per process, in the
+    background; PostgreSQL only)."""
+    if not enabled():
+        return
+    line = _take_line()
+    if not line.pool.every and line.warming is None:
+        line.warming = asyncio.get_running_loop().create_task(
+            _warm(line), name="advice-fastpath-warm"
+        )
+
+
+async def _warm(line: _TakeLine) -> None:
+    try:
+        await line.warm()
+    except Exception:
+        logger.warning("could not open the takes' connections ahead", exc_info=True)
+    finally:
+        line.warming = None

@@ -316,3 +316,73 @@ async def test_one_advisor_pressing_next_on_many_sockets_at_once_stays_within_ca
     assert results.count("capacity_reached") == 6
     count = Conversation.objects.filter(advisor=user, status="active").count
     assert await sync_to_async(count)() == 2
+
+
+async def test_a_take_the_database_refuses_fails_its_round_trip_and_leaves_nothing_half_done(
+    transactional_db,
+):
+    """Takes that wait together go in one round trip (advice.fastpath._TakeLine). When the
+    database refuses one (here a trigger refuses the victim's audit row), its advisor hears
+    of it, the takes before it in the round trip stand, those after it (which the server
+    skipped) are taken by the ORM path, each conversation is either still waiting or wholly
+    taken, and the failed connection is not used again."""
+
+    @sync_to_async
+    def arrange() -> tuple[list[Any], Any]:
+        advisors = [make_advisor(f"batch{i}", capacity=1) for i in range(10)]
+        now = timezone.now()
+        for i in range(10):
+            waiting(now, minutes_ago=i + 1)
+        table = ConversationEvent._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE FUNCTION refuse_victim() RETURNS trigger AS $$ BEGIN"
+                f" IF NEW.advisor_id = {advisors[4].pk} THEN RAISE EXCEPTION 'refused'; END IF;"
+                " RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+            cursor.execute(
+                f'CREATE TRIGGER refuse_victim BEFORE INSERT ON "{table}"'
+                " FOR EACH ROW EXECUTE FUNCTION refuse_victim()"
+            )
+        return advisors, advisors[4]
+
+    @sync_to_async
+    def drop_trigger() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f'DROP TRIGGER IF EXISTS refuse_victim ON "{ConversationEvent._meta.db_table}"'
+            )
+            cursor.execute("DROP FUNCTION IF EXISTS refuse_victim()")
+
+    advisors, victim = await arrange()
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(fastpath.take_next(user) for user in advisors),
+                return_exceptions=True,
+            ),
+            10,
+        )
+    finally:
+        await drop_trigger()
+    by_advisor = dict(zip((u.pk for u in advisors), results, strict=True))
+    assert isinstance(by_advisor.pop(victim.pk), Exception)
+    # Everyone else took one.
+    assert sorted(r[0].advisor_id for r in by_advisor.values()) == sorted(by_advisor)
+
+    @sync_to_async
+    def consistent(refused: Any = None) -> None:
+        for conversation in Conversation.objects.all():
+            taken = conversation.events.filter(kind=ConversationEvent.Kind.TAKEN).count()
+            joined = conversation.messages.filter(event=Message.Event.ADVISOR_JOINED).count()
+            if conversation.status == Conversation.Status.WAITING:
+                assert (taken, joined, conversation.advisor_id) == (0, 0, None)
+            else:
+                assert (conversation.status, taken, joined) == ("active", 1, 1)
+                assert refused is None or conversation.advisor_id != refused.pk
+
+    await consistent(refused=victim)
+    # The one refused takes now.
+    conversation, _events = await fastpath.take_next(victim)
+    assert conversation.advisor_id == victim.pk
+    await consistent()
