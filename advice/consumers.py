@@ -109,7 +109,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         # public id -> the summary this socket showed when it took the conversation itself.
         self.shown_by_take: dict[str, dict[str, Any]] = {}
         self.hub.add_advisor(self)
-        fastpath.warm_takes()
+        fastpath.warm_takes(len(self.hub.advisors))
         await self.accept()
         await self.send_frame(
             {

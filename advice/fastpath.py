@@ -41,7 +41,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -282,22 +282,10 @@ async def post(
         advisor=advisor,
         created_at=timezone.now(),
     )
+    message.plaintext = text  # for the event: no need to decrypt what was just encrypted
     with_advisor = sender == Message.Sender.ADVISOR
-    sql = _SQL.get(with_advisor) or _SQL.setdefault(with_advisor, _append_sql(with_advisor))
-    params: list[Any] = [conversation.pk, Channel.WEB, list(Conversation.OPEN_STATUSES)]
-    if with_advisor:
-        params.append(getattr(advisor, "pk", None))
-    params += _values(message)
-    row = None
-    import psycopg
-
-    pool = _pool()
-    try:
-        async with pool.connection() as conn:
-            cursor = await conn.execute(sql, params)
-            row = await cursor.fetchone()
-    except psycopg.errors.UniqueViolation:
-        row = None  # the client id was used before: the ORM path returns the stored text
+    text_to_store = _Text(conversation.pk, with_advisor, getattr(advisor, "pk", None), message)
+    row = await _batched("post", _append_texts, key=_conversation_of)(text_to_store)
     if row is None:
         return await database_sync_to_async(conversation.post)(
             sender=sender, text=text, client_id=client_id, advisor=advisor
@@ -320,10 +308,12 @@ class _Batches:
     docs/performance.md). One batch at a time per kind and event loop; its size follows the
     backlog, from one (no waiting when idle) to `limit`."""
 
-    def __init__(self, run: Any, limit: int = 200) -> None:
+    def __init__(self, run: Any, limit: int = 200, key: Any = None) -> None:
         # run(items) -> one result per item, in order
         self.run = run
         self.limit = limit
+        # Items of one key go one per batch, in the order they came (the rest wait).
+        self.key = key
         self.waiting: list[tuple[Any, asyncio.Future]] = []
         self.draining = False
 
@@ -339,7 +329,7 @@ class _Batches:
         batch: list[tuple[Any, asyncio.Future]] = []
         try:
             while self.waiting:
-                batch, self.waiting = self.waiting[: self.limit], self.waiting[self.limit :]
+                batch, self.waiting = self._next_batch()
                 try:
                     results = await self.run([item for item, _future in batch])
                 except Exception as e:
@@ -358,23 +348,143 @@ class _Batches:
                     future.cancel()
             self.waiting.clear()
 
+    def _next_batch(self) -> tuple[list, list]:
+        if self.key is None:
+            return self.waiting[: self.limit], self.waiting[self.limit :]
+        batch, rest, keys = [], [], set()
+        for entry in self.waiting:
+            key = self.key(entry[0])
+            if key in keys or len(batch) >= self.limit:
+                rest.append(entry)
+            else:
+                keys.add(key)
+                batch.append(entry)
+        return batch, rest
+
 
 _batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Batches]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _batched(kind: str, run: Any) -> _Batches:
+def _batched(kind: str, run: Any, key: Any = None) -> _Batches:
     per_loop = _batches.setdefault(asyncio.get_running_loop(), {})
     batches = per_loop.get(kind)
     if batches is None:
-        batches = per_loop[kind] = _Batches(run)
+        batches = per_loop[kind] = _Batches(run, key=key)
     return batches
 
 
 def _arrays(fields: list[Any]) -> str:
     """unnest() arguments: one array parameter per column, cast to the column's type."""
     return ", ".join(f"%s::{f.db_type(django_connection)}[]" for f in fields)
+
+
+# --- texts, many at once ------------------------------------------------------------------------
+
+
+class _Text(NamedTuple):
+    conversation_id: int
+    by_advisor: bool  # the conversation must be this advisor's
+    advisor_id: int | None
+    message: Message
+
+
+def _conversation_of(text: _Text) -> int:
+    return text.conversation_id
+
+
+async def _append_texts(texts: list[_Text]) -> list[tuple[int, int] | None]:
+    """Store texts that arrived together, at most one per conversation (`_Batches` keeps the
+    others of a conversation for the next round, in order): in one transaction and one round
+    trip, a group commit, where each text had been a statement and a commit of its own (the
+    largest share of the process's CPU at 1,000 texts a second, docs/performance.md, item
+    31). Each one's (id, seq), or None where its conversation refused it (the ORM path then
+    gives the rule's error). Should the statement fail (a client id used before: the unique
+    constraint refuses the whole statement), each text goes again on its own."""
+    import psycopg
+
+    if len(texts) == 1:
+        return [await _append_one(texts[0])]
+    try:
+        return await _append_many(texts)
+    except psycopg.Error:
+        return [await _append_one(text) for text in texts]
+
+
+async def _append_one(text: _Text) -> tuple[int, int] | None:
+    import psycopg
+
+    sql = _SQL.get(text.by_advisor) or _SQL.setdefault(
+        text.by_advisor, _append_sql(text.by_advisor)
+    )
+    params: list[Any] = [text.conversation_id, Channel.WEB, list(Conversation.OPEN_STATUSES)]
+    if text.by_advisor:
+        params.append(text.advisor_id)
+    params += _values(text.message)
+    try:
+        async with _pool().connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchone()
+    except psycopg.errors.UniqueViolation:
+        return None  # the client id was used before: the ORM path returns the stored text
+
+
+@functools.cache
+def _append_many_statements() -> tuple[str, str]:
+    """(lock, append): lock the conversations' rows in id order (so that two processes'
+    batches never wait for each other crosswise), then append one text to each, under the
+    same rules as `_append_sql`."""
+    table = Conversation._meta.db_table
+    message = Message._meta
+    fields = _insert_fields(Message, "conversation_id", "seq")
+    names = [f"m_{f.column}" for f in fields]
+    columns = ", ".join(f'"{f.column}"' for f in fields)
+    advisor_type = Message._meta.get_field("advisor").rel_db_type(django_connection)
+    lock = f'SELECT 1 FROM "{table}" WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE'
+    append = "".join(
+        [
+            "WITH v AS (SELECT * FROM unnest(%(ids)s::bigint[], %(by_advisor)s::boolean[],",
+            f" %(advisors)s::{advisor_type}[], {_named_arrays(fields)})",
+            f" AS v(conversation, by_advisor, advisor, {', '.join(names)})),",
+            f' c AS (UPDATE "{table}" SET last_seq = last_seq + 1 FROM v',
+            f' WHERE "{table}".id = v.conversation AND channel = %(channel)s',
+            " AND status = ANY(%(open)s)",
+            f' AND (NOT v.by_advisor OR "{table}".advisor_id = v.advisor)',
+            f' RETURNING "{table}".id, "{table}".last_seq)',
+            f' INSERT INTO "{message.db_table}" ("conversation_id", "seq", {columns})',
+            f" SELECT c.id, c.last_seq, {', '.join(f'v.{n}' for n in names)}",
+            " FROM c JOIN v ON v.conversation = c.id",
+            f' RETURNING conversation_id, "{message.pk.column}", seq',
+        ]
+    )
+    return lock, append
+
+
+def _named_arrays(fields: list[Any]) -> str:
+    return ", ".join(f"%(m{i})s::{f.db_type(django_connection)}[]" for i, f in enumerate(fields))
+
+
+async def _append_many(texts: list[_Text]) -> list[tuple[int, int] | None]:
+    lock, append = _append_many_statements()
+    rows = [_values(text.message) for text in texts]
+    params: dict[str, Any] = {
+        "ids": [text.conversation_id for text in texts],
+        "by_advisor": [text.by_advisor for text in texts],
+        "advisors": [text.advisor_id for text in texts],
+        "channel": Channel.WEB,
+        "open": list(Conversation.OPEN_STATUSES),
+    }
+    params.update((f"m{i}", list(column)) for i, column in enumerate(zip(*rows, strict=True)))
+    async with _pool().connection() as conn:
+        # One round trip, as a take's (take_next_in_one_go).
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            await conn.execute(lock, params)
+            cursor = await conn.execute(append, params)
+            await conn.execute("COMMIT")
+        stored = {conversation: (pk, seq) for conversation, pk, seq in await cursor.fetchall()}
+    return [stored.get(text.conversation_id) for text in texts]
 
 
 # --- a visitor's start ----------------------------------------------------------------------------
@@ -781,6 +891,7 @@ class _TakeLine:
         self.unserved = 0  # runners that have not taken their share yet
         self.runners: set[asyncio.Task] = set()
         self.warming: asyncio.Task | None = None
+        self.wanted = 0  # connections to have open ahead (warm_takes)
 
     async def __call__(self, params: dict[str, Any]) -> tuple | None:
         loop = asyncio.get_running_loop()
@@ -827,10 +938,11 @@ class _TakeLine:
             else:
                 future.set_result(None if outcome is _SKIPPED else outcome)
 
-    async def warm(self) -> None:
-        """Open the connections ahead of the first takes, each with take_next's statements
-        prepared and the tables they touch in its caches (run for nobody, they take nothing):
-        the first takes after a start were the slowest of a surge."""
+    async def warm(self, count: int) -> None:
+        """Have `count` connections open ahead of the takes (at most ADVISOR_POOL_SIZE), each
+        with take_next's statements prepared and the tables they touch in its caches (run for
+        nobody, they take nothing): the first takes after a start were the slowest of a
+        surge."""
         from django.contrib.auth import get_user_model
 
         # Parameters of the same types as a real take's (psycopg prepares a statement per
@@ -842,7 +954,9 @@ class _TakeLine:
             async with self.pool.connection() as conn:
                 await _run_takes(conn, [params])
 
-        await asyncio.gather(*(open_one() for _ in range(ADVISOR_POOL_SIZE)))
+        # All at once: a connection already open is taken by one of them (and run again, for
+        # nothing), the others open new ones.
+        await asyncio.gather(*(open_one() for _ in range(min(count, ADVISOR_POOL_SIZE))))
 
 
 _take_lines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TakeLine] = (
@@ -858,13 +972,16 @@ def _take_line() -> _TakeLine:
     return line
 
 
-def warm_takes() -> None:
-    """An advisor is here: have the takes' connections ready (once per process, in the
-    background; PostgreSQL only)."""
+def warm_takes(advisors: int) -> None:
+    """`advisors` are connected to this process: have a connection ready for each of their
+    takes, up to ADVISOR_POOL_SIZE (in the background; PostgreSQL only). One per advisor,
+    not the pool's size at once: tests run many event loops side by side, each with its
+    connections, where a server has one."""
     if not enabled():
         return
     line = _take_line()
-    if not line.pool.every and line.warming is None:
+    line.wanted = min(advisors, ADVISOR_POOL_SIZE)
+    if len(line.pool.every) < line.wanted and line.warming is None:
         line.warming = asyncio.get_running_loop().create_task(
             _warm(line), name="advice-fastpath-warm"
         )
@@ -872,7 +989,12 @@ def warm_takes() -> None:
 
 async def _warm(line: _TakeLine) -> None:
     try:
-        await line.warm()
+        # Advisors who connected meanwhile count too (a few rounds at most: a connection
+        # that does not stay open is not opened again and again).
+        for _round in range(3):
+            if len(line.pool.every) >= line.wanted:
+                break
+            await line.warm(line.wanted)
     except Exception:
         logger.warning("could not open the takes' connections ahead", exc_info=True)
     finally:

@@ -696,6 +696,10 @@ class Message(models.Model):
 
     @property
     def text(self) -> str:
+        # Known already where the text has just been encrypted (advice.fastpath.post).
+        plaintext = self.__dict__.get("plaintext")
+        if plaintext is not None:
+            return plaintext
         return crypto.decrypt(self.body) if self.body else ""
 
     def as_event(self) -> dict[str, Any]:

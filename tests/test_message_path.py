@@ -17,6 +17,7 @@ from advice import crypto, fastpath
 from advice.choices import Channel
 from advice.models import (
     QUEUE_SENT_TO_ADVISORS,
+    AdvisorProfile,
     Conversation,
     DomainError,
     Message,
@@ -114,6 +115,60 @@ async def test_texts_sent_at_once_in_one_conversation_number_without_gaps_on_bot
         .values_list("seq", flat=True)
     )
     assert stored == list(range(1, 22))
+
+
+async def test_texts_to_many_conversations_at_once_are_each_stored_once_in_order_on_both_paths(
+    path, advisor, other_advisor
+):
+    """On the fast path, texts that arrive together are stored together (one statement for
+    many conversations, advice.fastpath._append_texts); each conversation still numbers its
+    texts without gaps, a retried client id is stored once, and a text the rules refuse is
+    refused alone."""
+
+    @sync_to_async
+    def arrange() -> list[Conversation]:
+        AdvisorProfile.objects.filter(user=advisor).update(capacity=5)
+        return [new_conversation(advisor) for _ in range(5)]
+
+    conversations = await arrange()
+    sends = []
+    for conversation in conversations:
+        for i in range(6):
+            # Client ids 0, 1, 2, 3, 0, 1: two of each conversation's six are retries.
+            sends.append(post(conversation, sender="visitor", text=f"v{i}", client_id=f"v{i % 4}"))
+        sends.append(post(conversation, sender="advisor", text="a", client_id="a", advisor=advisor))
+        # Not this advisor's conversation: refused, alone.
+        sends.append(
+            post(conversation, sender="advisor", text="x", client_id="x", advisor=other_advisor)
+        )
+    results = await asyncio.gather(*sends, return_exceptions=True)
+
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert len(refused) == len(conversations)
+    assert {r.code for r in refused} == {"not_your_conversation"}
+    for conversation in conversations:
+
+        def stored(conversation=conversation) -> dict[str, int]:
+            rows = Message.objects.filter(conversation=conversation, seq__gt=1)
+            return dict(rows.values_list("client_id", "seq"))
+
+        by_client_id = await sync_to_async(stored)()
+        # Four texts and the advisor's, numbered 2 to 6 without gaps.
+        assert sorted(by_client_id) == ["a", "v0", "v1", "v2", "v3"]
+        assert sorted(by_client_id.values()) == list(range(2, 7))
+    answered = [r for r in results if not isinstance(r, Exception)]
+    assert sum(created for _message, created, _events in answered) == 5 * len(conversations)
+    for message, _created, _events in answered:
+        assert (
+            message.seq
+            == await sync_to_async(
+                lambda m=message: (
+                    Message.objects.get(
+                        conversation_id=m.conversation_id, client_id=m.client_id
+                    ).seq
+                )
+            )()
+        )
 
 
 async def test_an_sms_conversation_takes_the_orm_path_so_its_channel_acts_in_the_same_transaction(

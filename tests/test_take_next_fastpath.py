@@ -27,7 +27,7 @@ from advice.models import (
     DomainError,
     Message,
 )
-from tests.factories import make_advisor
+from tests.factories import advisor_socket, make_advisor, receive_until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -386,3 +386,36 @@ async def test_a_take_the_database_refuses_fails_its_round_trip_and_leaves_nothi
     conversation, _events = await fastpath.take_next(victim)
     assert conversation.advisor_id == victim.pk
     await consistent()
+
+
+async def test_connections_for_takes_are_opened_as_advisors_connect(transactional_db):
+    """One connection per advisor connected, up to the pool's size, opened (and its take
+    statements prepared) before anyone presses "next"; the first take then opens none."""
+    users = await sync_to_async(lambda: [make_advisor(f"early{i}") for i in range(6)])()
+    line = fastpath._take_line()
+
+    async def opened(count: int) -> None:
+        for _ in range(100):
+            if len(line.pool.every) == count and line.warming is None:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{len(line.pool.every)} connections, not {count}")
+
+    consoles = []
+    for n, user in enumerate(users[:2], start=1):
+        console, _connected = await advisor_socket(user)
+        await receive_until(console, "hello")
+        consoles.append(console)
+        await opened(n)
+    for user in users[2:]:
+        console, _connected = await advisor_socket(user)
+        await receive_until(console, "hello")
+        consoles.append(console)
+    await opened(fastpath.ADVISOR_POOL_SIZE)
+
+    await sync_to_async(waiting)(timezone.now())
+    await consoles[0].send_json_to({"type": "take_next"})
+    await receive_until(consoles[0], "conversation")
+    assert len(line.pool.every) == fastpath.ADVISOR_POOL_SIZE
+    for console in consoles:
+        await console.disconnect()
