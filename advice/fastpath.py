@@ -316,14 +316,30 @@ class _Batches:
         self.key = key
         self.waiting: list[tuple[Any, asyncio.Future]] = []
         self.draining = False
+        self.drainers: set[asyncio.Task] = set()
 
     async def __call__(self, item: Any) -> Any:
+        if not self.draining:
+            # Nothing at the database: this call goes at once, in its own task (a task of its
+            # own and a future would cost two turns of a busy event loop); what arrives
+            # meanwhile waits, and goes together once it is back.
+            self.draining = True
+            try:
+                (result,) = await self.run([item])
+            finally:
+                if self.waiting:
+                    self._start_draining()
+                else:
+                    self.draining = False
+            return result
         future = asyncio.get_running_loop().create_future()
         self.waiting.append((item, future))
-        if not self.draining:
-            self.draining = True
-            asyncio.get_running_loop().create_task(self._drain(), name="advice-fastpath-batch")
         return await future
+
+    def _start_draining(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._drain(), name="advice-fastpath-batch")
+        self.drainers.add(task)
+        task.add_done_callback(self.drainers.discard)
 
     async def _drain(self) -> None:
         batch: list[tuple[Any, asyncio.Future]] = []
