@@ -391,9 +391,26 @@ def _batched(kind: str, run: Any, key: Any = None) -> _Batches:
     return batches
 
 
-def _arrays(fields: list[Any]) -> str:
-    """unnest() arguments: one array parameter per column, cast to the column's type."""
-    return ", ".join(f"%s::{f.db_type(django_connection)}[]" for f in fields)
+def _arrays(fields: list[Any], name: str | None = None) -> str:
+    """unnest() arguments: one array parameter per column, cast to the column's type
+    (positional, or named `name0`, `name1`, …)."""
+    return ", ".join(
+        f"{_placeholder(name, i)}::{f.db_type(django_connection)}[]" for i, f in enumerate(fields)
+    )
+
+
+def _typed_parameters(fields: list[Any], name: str) -> str:
+    """Parameters named `name0`, `name1`, …, cast to their columns' types: a SELECT list gives
+    PostgreSQL nothing to infer a parameter's type from."""
+    return ", ".join(f"%({name}{i})s::{f.db_type(django_connection)}" for i, f in enumerate(fields))
+
+
+def _placeholder(name: str | None, i: int) -> str:
+    return "%s" if name is None else f"%({name}{i})s"
+
+
+def _columns(fields: list[Any], prefix: str = "") -> str:
+    return ", ".join(f'{prefix}"{f.column}"' for f in fields)
 
 
 # --- texts, many at once ------------------------------------------------------------------------
@@ -461,7 +478,7 @@ def _append_many_statements() -> tuple[str, str]:
     append = "".join(
         [
             "WITH v AS (SELECT * FROM unnest(%(ids)s::bigint[], %(by_advisor)s::boolean[],",
-            f" %(advisors)s::{advisor_type}[], {_named_arrays(fields)})",
+            f" %(advisors)s::{advisor_type}[], {_arrays(fields, 'm')})",
             f" AS v(conversation, by_advisor, advisor, {', '.join(names)})),",
             f' c AS (UPDATE "{table}" SET last_seq = last_seq + 1 FROM v',
             f' WHERE "{table}".id = v.conversation AND channel = %(channel)s',
@@ -475,10 +492,6 @@ def _append_many_statements() -> tuple[str, str]:
         ]
     )
     return lock, append
-
-
-def _named_arrays(fields: list[Any]) -> str:
-    return ", ".join(f"%(m{i})s::{f.db_type(django_connection)}[]" for i, f in enumerate(fields))
 
 
 async def _append_many(texts: list[_Text]) -> list[tuple[int, int] | None]:
@@ -518,18 +531,15 @@ def _start_statement() -> tuple[str, list[Any], list[Any]]:
     names = [f"c_{f.column}" for f in conversation_fields] + [f"e_{f.column}" for f in event_fields]
     pk = conversation.pk.column
 
-    def columns(fields: list[Any]) -> str:
-        return ", ".join(f'"{f.column}"' for f in fields)
-
     sql = "".join(
         [
             f"WITH v AS (SELECT * FROM unnest({_arrays(conversation_fields)},",
             f" {_arrays(event_fields)}, %s::bigint[]) AS v({', '.join(names)}, version)),",
-            f' c AS (INSERT INTO "{conversation.db_table}" ({columns(conversation_fields)})',
+            f' c AS (INSERT INTO "{conversation.db_table}" ({_columns(conversation_fields)})',
             f" SELECT {', '.join(names[: len(conversation_fields)])} FROM v",
             f' WHERE v.version = (SELECT version FROM "{hours.VERSION_TABLE}" WHERE id = 1)',
             f' RETURNING "{pk}", token_hash),',
-            f' e AS (INSERT INTO "{event.db_table}" ("conversation_id", {columns(event_fields)})',
+            f' e AS (INSERT INTO "{event.db_table}" ("conversation_id", {_columns(event_fields)})',
             f' SELECT c."{pk}", {", ".join(names[len(conversation_fields) :])}',
             " FROM c JOIN v ON v.c_token_hash = c.token_hash)",
             f' SELECT token_hash, "{pk}" FROM c',
@@ -656,14 +666,6 @@ def _close_statement() -> tuple[str, list[Any], list[Any], list[Any]]:
     event_fields = _insert_fields(ConversationEvent, "conversation_id")
     entry_fields = _insert_fields(Message, "conversation_id", "seq")
 
-    def columns(fields: list[Any], prefix: str = "") -> str:
-        return ", ".join(f'{prefix}"{f.column}"' for f in fields)
-
-    def parameters(fields: list[Any], name: str) -> str:
-        return ", ".join(
-            f"%({name}{i})s::{f.db_type(django_connection)}" for i, f in enumerate(fields)
-        )
-
     setting = ", ".join(
         f'"{conversation.get_field(name).column}" = %(set_{name})s' for name in closing
     )
@@ -672,14 +674,14 @@ def _close_statement() -> tuple[str, list[Any], list[Any], list[Any]]:
             f'WITH c AS (UPDATE "{table}" SET {setting}, last_seq = last_seq + 1',
             f"  WHERE \"{pk}\" = %(id)s AND status = '{Conversation.Status.ACTIVE}'",
             "  AND advisor_id = %(advisor)s",
-            f"  RETURNING {columns(conversation_fields)}),",
-            f' e AS (INSERT INTO "{event.db_table}" (conversation_id, {columns(event_fields)})',
-            f'  SELECT c."{pk}", {parameters(event_fields, "e")} FROM c),',
+            f"  RETURNING {_columns(conversation_fields)}),",
+            f' e AS (INSERT INTO "{event.db_table}" (conversation_id, {_columns(event_fields)})',
+            f'  SELECT c."{pk}", {_typed_parameters(event_fields, "e")} FROM c),',
             f' m AS (INSERT INTO "{entry.db_table}"',
-            f"  (conversation_id, seq, {columns(entry_fields)})",
-            f'  SELECT c."{pk}", c.last_seq, {parameters(entry_fields, "m")} FROM c',
+            f"  (conversation_id, seq, {_columns(entry_fields)})",
+            f'  SELECT c."{pk}", c.last_seq, {_typed_parameters(entry_fields, "m")} FROM c',
             f'  RETURNING "{entry.pk.column}")',
-            f' SELECT m."{entry.pk.column}", {columns(conversation_fields, "c.")} FROM c, m',
+            f' SELECT m."{entry.pk.column}", {_columns(conversation_fields, "c.")} FROM c, m',
         ]
     )
     return sql, conversation_fields, event_fields, entry_fields
@@ -742,15 +744,6 @@ def _take_next_statements() -> tuple[str, str, list[Any], list[Any], list[Any]]:
     entry_fields = _insert_fields(Message, "conversation_id", "seq")
     waiting, active = Conversation.Status.WAITING, Conversation.Status.ACTIVE
 
-    def columns(fields: list[Any], prefix: str = "") -> str:
-        return ", ".join(f'{prefix}"{f.column}"' for f in fields)
-
-    def parameters(fields: list[Any], name: str) -> str:
-        # Typed, as a SELECT list gives PostgreSQL nothing to infer a parameter's type from.
-        return ", ".join(
-            f"%({name}{i})s::{f.db_type(django_connection)}" for i, f in enumerate(fields)
-        )
-
     lock = f'SELECT 1 FROM "{profile.db_table}" WHERE user_id = %(advisor)s FOR UPDATE'
     # Conversation.fit_for, the preference lapsing for the overdue (take_next); `languages`
     # as AdvisorProfile.spoken reads it (anything but a JSON array speaks nothing).
@@ -779,15 +772,16 @@ def _take_next_statements() -> tuple[str, str, list[Any], list[Any], list[Any]]:
             f" claim AS (UPDATE \"{table}\" SET status = '{active}', advisor_id = %(advisor)s,",
             "  taken_at = %(taken_at)s, last_seq = last_seq + 1",
             f'  FROM pick WHERE "{table}"."{pk}" = pick."{pk}"',
-            f"  RETURNING {columns(conversation_fields, f'"{table}".')}),",
+            f"  RETURNING {_columns(conversation_fields, f'"{table}".')}),",
             f' e AS (INSERT INTO "{event.db_table}"',
-            f"  (conversation_id, {columns(event_fields)})",
-            f'  SELECT claim."{pk}", {parameters(event_fields, "e")} FROM claim),',
+            f"  (conversation_id, {_columns(event_fields)})",
+            f'  SELECT claim."{pk}", {_typed_parameters(event_fields, "e")} FROM claim),',
             f' m AS (INSERT INTO "{entry.db_table}"',
-            f"  (conversation_id, seq, {columns(entry_fields)})",
-            f'  SELECT claim."{pk}", claim.last_seq, {parameters(entry_fields, "m")} FROM claim',
+            f"  (conversation_id, seq, {_columns(entry_fields)})",
+            f'  SELECT claim."{pk}", claim.last_seq, {_typed_parameters(entry_fields, "m")}',
+            "  FROM claim",
             f'  RETURNING "{entry.pk.column}")',
-            f' SELECT m."{entry.pk.column}", {columns(conversation_fields, "claim.")}',
+            f' SELECT m."{entry.pk.column}", {_columns(conversation_fields, "claim.")}',
             " FROM claim, m",
         ]
     )
