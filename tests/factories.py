@@ -91,3 +91,24 @@ async def receive_until(
 
 
 START = {"type": "start", "language": "sv", "writer": "young", "safe_now": "yes"}
+
+
+def announced(
+    events: list[dict[str, Any]], advisor: Any, times: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Events as two runs of one action on two conversations can compare them: without the
+    ids and the summary's `times` (which differ between the two), and the advisor named only
+    as "the one who acted" (tests/test_take_next_fastpath.py, tests/test_close_fastpath.py)."""
+    out = []
+    for event in events:
+        event = {
+            k: v for k, v in event.items() if k not in ("conversation", "public_id", "sent_at")
+        }
+        if "advisor" in event:
+            event["advisor"] = event["advisor"] == advisor.pk
+        if "summary" in event:
+            summary = {k: v for k, v in event["summary"].items() if k not in ("id", *times)}
+            summary["advisor"] = summary["advisor"] == advisor.pk
+            event["summary"] = summary
+        out.append(event)
+    return out
