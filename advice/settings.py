@@ -158,6 +158,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Channel layer: the doorbell between processes. The database is the source of truth; a lost
 # doorbell is repaired by the client resuming from its last sequence number.
 REDIS_URL = env_str("REDIS_URL")
+# Processes of one service share a prefix; services (or test runs) sharing a Redis must not
+# (Redis pub/sub channels are not scoped by database number).
+CHANNEL_PREFIX = env_str("CHANNEL_PREFIX", "advice")
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis://")
@@ -166,11 +169,9 @@ if REDIS_URL:
             # The pub/sub layer: one connection per process instead of one per group (the core
             # RedisChannelLayer failed handshakes at 400 sockets here; docs/performance.md).
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            # Processes of one service share a prefix; services (or test runs) sharing a Redis
-            # must not (Redis pub/sub channels are not scoped by database number).
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL}],
-                "prefix": env_str("CHANNEL_PREFIX", "advice"),
+                "prefix": CHANNEL_PREFIX,
             },
         }
     }
