@@ -282,7 +282,7 @@ class Hub:
         return {
             "type": "advice.event",
             "origin": self.origin,
-            "listens": self._started or self._reader is not None,
+            "listens": self._reader is not None,
             "channel": self._channel,
             "events": events or [],
             **extra,
