@@ -8,7 +8,7 @@ database thread for every visitor who connects)."""
 
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "advice.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 from django.core.asgi import get_asgi_application
 

@@ -1,4 +1,4 @@
-"""The admin (an OTPAdminSite, advice/urls.py): advisors' profiles, and conversations for
+"""The admin (an OTPAdminSite, config/urls.py): advisors' profiles, and conversations for
 supervisors, read-only and as metadata only. The admin never shows a message, a note, a
 visitor's token (or its hash) or a phone number: what was said stays in the console, in front
 of the advisor who is answering."""

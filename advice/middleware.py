@@ -1,39 +1,12 @@
 from functools import cache
 from urllib.parse import urlencode
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.contrib import auth
 from django.contrib.auth import SESSION_KEY
 from django.shortcuts import redirect
 from django.urls import reverse
-from django.utils.cache import add_never_cache_headers
 
 from advice.auth import mark_active, session_ended_because, start_missing_session_clock
-
-
-class NoStoreMiddleware:
-    """Every response is `Cache-Control: no-store`: nothing this service shows may stay in a
-    browser's or a proxy's cache (H-1). Static files are served before Django and keep theirs."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(self.get_response):
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
-        response = self.get_response(request)
-        add_never_cache_headers(response)
-        return response
-
-    async def __acall__(self, request):
-        response = await self.get_response(request)
-        add_never_cache_headers(response)
-        return response
 
 
 @cache

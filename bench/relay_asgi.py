@@ -5,7 +5,7 @@ untouched, to the other sockets of that group."""
 
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "advice.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 import django
 

@@ -71,7 +71,7 @@ class Stack:
 
         self.env = {
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "advice.settings",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "CHANNEL_PREFIX": self.prefix,
@@ -145,7 +145,7 @@ class Stack:
         return started
 
     def start_relay(self) -> Server:
-        from advice.management.commands.serve import daphne_args
+        from config.management.commands.serve import daphne_args
 
         args = daphne_args(host="127.0.0.1", port=0)
         args[args.index("-p") + 1] = "{port}"

@@ -11,7 +11,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from advice.choices import INTERPRETER_LANGUAGES
-from advice.language import advisor_language
+from config.language import advisor_language
 
 
 def page_strings() -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The Twilio settings, read from the environment and checked before the service starts.
 
-Imported by advice/settings.py, so it must not import models or anything that needs the apps
+Imported by config/settings.py, so it must not import models or anything that needs the apps
 loaded. Either none of the Twilio variables is set (the SMS channel is off and everything else
 runs), or all that are needed are set and well formed: a half-configured channel stops the start
 with a message naming the variable, instead of failing on the first text.
@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from advice.env import env_bool, env_int, env_str
+from config.env import env_bool, env_int, env_str
 
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 MESSAGING_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")

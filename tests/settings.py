@@ -10,4 +10,4 @@ os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 # default pool of 20 would make racers wait for a connection instead of racing.
 os.environ.setdefault("DATABASE_POOL_MAX", "40")
 
-from advice.settings import *  # noqa: F403
+from config.settings import *  # noqa: F403

@@ -20,8 +20,8 @@ from django.core.management.base import CommandError
 from django.db import connection, models
 from websockets.asyncio.client import connect
 
-from advice.management.commands.serve import daphne_args
 from advice.models import Conversation, Message
+from config.management.commands.serve import daphne_args
 from tests.factories import START, advisor_socket, receive_until, session_cookie, visitor_socket
 from tests.live import ROOT, Daphne, wait_for_port
 

@@ -51,7 +51,7 @@ def clean_environment(**variables: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if k not in SETTINGS_VARIABLES and not k.endswith("_FILE")
     }
-    env["DJANGO_SETTINGS_MODULE"] = "advice.settings"
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
     env.update(variables)
     return env
 

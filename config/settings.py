@@ -15,7 +15,7 @@ from django.conf.locale import LANG_INFO as _django_lang_info
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
-from advice.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_int, env_list, env_str
 from sms.config import twilio_from_environment
 
 
@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "channels",
+    "config",
     "advice",
     "chat",
     "sms",
@@ -87,7 +88,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "advice.language.LanguageMiddleware",  # Django's, kept to sv/en on advisor pages
+    "config.language.LanguageMiddleware",  # Django's, kept to sv/en on advisor pages
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -95,10 +96,10 @@ MIDDLEWARE = [
     "advice.middleware.AdvisorSessionMiddleware",  # idle and absolute session limits (O-9)
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "advice.middleware.NoStoreMiddleware",
+    "config.middleware.NoStoreMiddleware",
 ]
 
-ROOT_URLCONF = "advice.urls"
+ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "asgi.application"
 
 TEMPLATES = [
@@ -113,7 +114,7 @@ TEMPLATES = [
                 "django.template.context_processors.csp",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "advice.context_processors.service",
+                "config.context_processors.service",
             ],
         },
     },
@@ -228,7 +229,7 @@ _django_lang_info.update(
         "ckb": {**_django_lang_info["ckb"], "name_local": "کوردی (سۆرانی)"},
     }
 )
-# The advisor side (and the admin) speaks only these; advice.language.LanguageMiddleware keeps
+# The advisor side (and the admin) speaks only these; config.language.LanguageMiddleware keeps
 # a visitor language from ever reaching it.
 ADVISOR_LANGUAGES = ["sv", "en"]
 LOCALE_PATHS = [BASE_DIR / "locale"]
