@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 
 from advice import fastpath, interpreters, returncodes
 from advice.models import Conversation, DomainError
-from advice.sockets import ProtocolError, field
+from realtime.sockets import ProtocolError, field
 
 
 class InterpreterAndNoteFrames:

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db.models import Q
 
-from advice import fastpath
+from advice import fastpath, streams
 from advice.auth import (
     LAST_ACTIVE_AT,
     record_socket_activity,
@@ -31,7 +31,7 @@ from advice.auth import (
 from advice.choices import INTERPRETER_LANGUAGES, Channel, Outcome
 from advice.console_frames import InterpreterAndNoteFrames
 from advice.models import AdvisorProfile, Conversation, DomainError, Message, QueueSnapshot
-from advice.sockets import (
+from realtime.sockets import (
     JsonSocket,
     ProtocolError,
     client_id_field,
@@ -89,6 +89,15 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         )
         | InterpreterAndNoteFrames.extra_frame_types
     )
+
+    # The domain's refusals are answered like the kernel's own; streams are read by the domain.
+    refused = (*JsonSocket.refused, DomainError)
+    catch_up_page = streams.PAGE
+
+    async def entries_after(self, conversation_id: int, after: int) -> list[dict[str, Any]]:
+        return await streams.entries_after(
+            conversation_id, after, self.following.get(conversation_id)
+        )
 
     async def connect(self) -> None:
         self.user = await fastpath.advisor_orm(_verified_advisor_with_time_left)(self.scope)

@@ -5,7 +5,7 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from advice.auth import end_sessions_of, session_fingerprint, start_session_clock
-from advice.realtime import publish, publish_on_commit
+from realtime.hub import publish, publish_on_commit
 
 
 def sessions_changed(user_id: int, ended_session_key: str | None = None) -> dict:

@@ -13,7 +13,7 @@ from advice import fastpath, interpreters, returncodes
 from advice.choices import COUNTIES, InterpreterGender
 from advice.hours import line_closed_frame, line_status
 from advice.models import Conversation
-from advice.sockets import ProtocolError, field
+from realtime.sockets import ProtocolError, field
 
 COUNTY_CHOICES = ["", *(code for code, _name in COUNTIES)]
 VISITOR_LANGUAGE_CODES = [code for code, _name in settings.LANGUAGES]

@@ -10,10 +10,12 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from advice import fastpath
+from advice import fastpath, streams
 from advice.choices import COUNTIES, INTERPRETER_LANGUAGES, SafeNow, Writer
-from advice.models import Conversation, Message, QueueSnapshot
-from advice.sockets import (
+from advice.models import Conversation, DomainError, Message, QueueSnapshot
+from chat.consent_and_codes import ConsentAndCodeFrames
+from chat.quick_exit import quick_exit
+from realtime.sockets import (
     JsonSocket,
     ProtocolError,
     client_id_field,
@@ -21,8 +23,6 @@ from advice.sockets import (
     participant_message_frame,
     seq_field,
 )
-from chat.consent_and_codes import ConsentAndCodeFrames
-from chat.quick_exit import quick_exit
 
 VISITOR_LANGUAGES = {code for code, _name in settings.LANGUAGES}
 
@@ -42,6 +42,15 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
         )
         | ConsentAndCodeFrames.extra_frame_types
     )
+
+    # The domain's refusals are answered like the kernel's own; streams are read by the domain.
+    refused = (*JsonSocket.refused, DomainError)
+    catch_up_page = streams.PAGE
+
+    async def entries_after(self, conversation_id: int, after: int) -> list[dict[str, Any]]:
+        return await streams.entries_after(
+            conversation_id, after, self.following.get(conversation_id)
+        )
 
     conversation: Conversation | None = None
     position: int | None = None

@@ -22,9 +22,9 @@ from django.utils.translation import get_language
 from django.views.decorators.http import require_GET, require_http_methods
 
 from advice.choices import COUNTIES, INTERPRETER_LANGUAGES, SafeNow, Writer
-from advice.realtime import publish
 from chat.quick_exit import quick_exit_by_token
 from chat.strings import chat_strings, quick_exit_strings
+from realtime.hub import publish
 
 # What /exit/ asks the browser to forget about this site (QE-9). Firefox applies the header
 # only to a 2xx response, so /exit/ answers 200, never a redirect.

@@ -14,9 +14,9 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from advice import interpreters
-from advice.models import Conversation, InterpreterInvitation, Message
-from advice.sockets import (
+from advice import interpreters, streams
+from advice.models import Conversation, DomainError, InterpreterInvitation, Message
+from realtime.sockets import (
     JsonSocket,
     ProtocolError,
     client_id_field,
@@ -35,6 +35,15 @@ STATE_FIELDS = ["status", "joined_seq", "shared_from_seq"]
 
 class InterpreterConsumer(JsonSocket):
     frame_types = frozenset({"join", "resume", "send", "typing", "leave", "ping"})
+
+    # The domain's refusals are answered like the kernel's own; streams are read by the domain.
+    refused = (*JsonSocket.refused, DomainError)
+    catch_up_page = streams.PAGE
+
+    async def entries_after(self, conversation_id: int, after: int) -> list[dict[str, Any]]:
+        return await streams.entries_after(
+            conversation_id, after, self.following.get(conversation_id)
+        )
 
     invitation: InterpreterInvitation | None = None
     entered = False

@@ -26,7 +26,7 @@ from django.utils.datastructures import MultiValueDict
 from twilio.twiml.messaging_response import MessagingResponse
 
 from advice import fastpath
-from advice.realtime import publish_on_commit
+from realtime.hub import publish_on_commit
 from sms import provider, replies
 from sms.inbound import (
     MESSAGE_SID,

@@ -44,8 +44,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
-from advice import realtime
 from advice.models import DomainError
+from realtime import hub as realtime
 from sms import processing, provider
 from sms.models import InboundSms, OutboundSms, SmsOptOut, TwilioDeletion
 from sms.outbox import RANK, _wake_worker, record_status, refresh_delivery

@@ -157,7 +157,7 @@ VISITOR_CASES = [
         "invalid_field",
     ),
     ("start twice", {"frame": START}, "already_started"),
-    # Found by these tests: both crashed the socket before the fix in advice/sockets.py.
+    # Found by these tests: both crashed the socket before the fix in realtime/sockets.py.
     (
         "half a surrogate pair in the text",
         {"text": '{"type":"send","text":"h\\ud800j"}'},
@@ -397,7 +397,7 @@ async def test_a_socket_from_the_services_own_origin_is_accepted(advisor, route)
 
 
 async def test_a_burst_over_the_rate_limit_is_refused_with_rate_limited_and_stores_nothing():
-    from advice.sockets import RATE_BURST
+    from realtime.sockets import RATE_BURST
 
     visitor, _token = await started_visitor()
     before = await snapshot()

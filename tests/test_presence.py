@@ -1,4 +1,4 @@
-"""Rings to the other processes only when there are any (advice.realtime, `Presence`).
+"""Rings to the other processes only when there are any (realtime.hub, `Presence`).
 
 A hub alone rings nobody; a new hub lets its sockets in only once the hubs already there know
 of it, and from then on they ring it; a hub left alone stops ringing; a process without sockets
@@ -18,8 +18,8 @@ import pytest
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from advice import realtime
-from advice.realtime import GROUP, Hub, Presence
+from realtime import hub as realtime
+from realtime.hub import GROUP, Hub, Presence
 
 pytestmark = pytest.mark.skipif(
     "Redis" not in settings.CHANNEL_LAYERS["default"]["BACKEND"],

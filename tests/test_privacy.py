@@ -269,7 +269,7 @@ async def test_a_whole_conversation_logs_no_message_text_and_no_token(
         await socket.disconnect()
 
     # The capture sees the project's loggers (so a leak there would show).
-    logging.getLogger("advice.realtime").debug("canary")
+    logging.getLogger("realtime.hub").debug("canary")
     assert "canary" in caplog.text
     logged = caplog.text + "\n".join(
         f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records

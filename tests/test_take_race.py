@@ -64,7 +64,7 @@ async def read_until(communicator: WebsocketCommunicator, *types: str) -> dict[s
 async def settle() -> None:
     """Let the hub of this loop finish what the take set off (the queue's reload reads the
     database) before the loop, and with it this racer's database connection, goes away."""
-    from advice.realtime import get_hub
+    from realtime.hub import get_hub
 
     hub = get_hub()
     while hub._queue_task is not None and not hub._queue_task.done():

@@ -617,7 +617,7 @@ def _committed(event: dict[str, Any]) -> bool:
 
 
 async def test_events_reach_the_sockets_only_after_their_rows_are_committed(advisor):
-    from advice.realtime import get_hub
+    from realtime.hub import get_hub
 
     visitor, _ = await start_visitor()
     conversation = await only_conversation()
@@ -649,7 +649,7 @@ async def test_events_from_synchronous_code_wait_for_the_commit_and_vanish_with_
     from asgiref.sync import sync_to_async
     from django.db import transaction
 
-    from advice.realtime import get_hub, publish_on_commit
+    from realtime.hub import get_hub, publish_on_commit
 
     visitor, _ = await start_visitor()
     conversation = await only_conversation()
@@ -725,7 +725,7 @@ async def test_the_estimated_wait_follows_the_recent_waits_even_when_the_place_s
 async def test_a_text_whose_doorbell_was_lost_reaches_the_visitor_with_the_next_one(advisor):
     """A process died between commit and publish: the event never came. The next event shows
     a gap in the seqs, and the socket reads what it missed from the database."""
-    from advice.realtime import publish
+    from realtime.hub import publish
 
     visitor, _ = await start_visitor()
     await drain(visitor)

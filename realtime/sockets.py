@@ -1,5 +1,9 @@
-"""What the visitor and advisor sockets share: frame parsing with typed errors, per-socket
-rate limiting, heartbeats and idle closing, and in-order delivery from the stream."""
+"""What the visitor, advisor and interpreter sockets share: frame parsing with typed errors,
+per-socket rate limiting, heartbeats and idle closing, and in-order delivery from the stream.
+
+The kernel imports no domain code. A socket of an adapter says how a stream is read
+(`entries_after`, `catch_up_page`) and which of its own exceptions are refusals to answer
+with an error frame (`refused`, which the adapters extend with advice.models.DomainError)."""
 
 from __future__ import annotations
 
@@ -13,13 +17,10 @@ import time
 from typing import Any
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from advice import fastpath
-from advice.models import Conversation, DomainError, QueueSnapshot
-from advice.realtime import get_hub
+from realtime.hub import get_hub
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,18 @@ MAX_FRAME_BYTES = 64 * 1024
 TOO_SLOW = 4429
 
 
-class ProtocolError(DomainError):
-    pass
+class Refused(Exception):
+    """A frame the socket refuses: answered with `{"type": "error", "code", "message", "ref"}`,
+    and the socket stays open. `code` is the stable error code of the protocol."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ProtocolError(Refused):
+    """A frame that breaks the protocol itself (not JSON, a missing or malformed field...)."""
 
 
 def parse_frame(text: str | None) -> dict[str, Any]:
@@ -135,11 +146,16 @@ class JsonSocket(AsyncWebsocketConsumer):
     # Frame types this socket accepts, each handled by `handle_<type>`.
     frame_types: frozenset[str] = frozenset()
     advisor_id: int | None = None
+    # Exceptions a handler may raise to refuse a frame: each has a `code` and a `message`, and
+    # is answered with an error frame. Adapters add their domain's (advice.models.DomainError).
+    refused: tuple[type[Exception], ...] = (Refused,)
+    # The most entries `entries_after` returns at once: a full page means there may be more.
+    catch_up_page: int = 0
     # No channel of its own on the channel layer: the hub hands events to the socket directly,
     # and only the hub (one per process) listens on the layer. (A layer alias that is not
     # configured gives None; on the pub/sub layer a channel per socket would cost a Redis
     # SUBSCRIBE per connection and a Redis round trip per message.)
-    channel_layer_alias = "advice.sockets:none"
+    channel_layer_alias = "realtime.sockets:none"
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' own dispatch, without the hop it makes before every message to close
@@ -161,8 +177,8 @@ class JsonSocket(AsyncWebsocketConsumer):
         # Per conversation: the highest seq this socket has sent on, so nothing goes out twice
         # and a gap is noticed.
         self.delivered: dict[int, int] = {}
-        # The conversations followed, for reading their streams.
-        self.following: dict[int, Conversation] = {}
+        # The conversations followed (what `follow` was given), for reading their streams.
+        self.following: dict[int, Any] = {}
         self.stream_lock = asyncio.Lock()
         self.closed = False
         await self.hub.start()
@@ -187,7 +203,7 @@ class JsonSocket(AsyncWebsocketConsumer):
             if frame_type not in self.frame_types:
                 raise ProtocolError("unknown_type", f"Unknown frame type '{frame_type[:40]}'.")
             await getattr(self, f"handle_{frame_type}")(frame)
-        except DomainError as e:
+        except self.refused as e:
             await self.send_frame(
                 {
                     "type": "error",
@@ -223,7 +239,7 @@ class JsonSocket(AsyncWebsocketConsumer):
         """More is waiting for the client than the bound allows: a burst (a long catch-up) or
         a client that does not read. Wait for it to drain; a client that takes longer than
         SOCKET_SEND_DRAIN_SECONDS is cut off. Only this socket waits: the hub hands events to each
-        socket's own mailbox (advice.realtime)."""
+        socket's own mailbox (realtime.hub)."""
         deadline = time.monotonic() + settings.SOCKET_SEND_DRAIN_SECONDS
         while self._unsent_bytes() > settings.SOCKET_SEND_BUFFER_BYTES // 2:
             if self.closed:
@@ -234,7 +250,7 @@ class JsonSocket(AsyncWebsocketConsumer):
             await asyncio.sleep(0.05)
 
     def on_overflow(self) -> None:
-        """The hub has more events waiting for this socket than it keeps (advice.realtime)."""
+        """The hub has more events waiting for this socket than it keeps (realtime.hub)."""
         if not self.closed:
             self._closing = asyncio.ensure_future(self._close_too_slow())
 
@@ -293,9 +309,10 @@ class JsonSocket(AsyncWebsocketConsumer):
 
     # --- the stream ---------------------------------------------------------------------
 
-    async def follow(self, conversation: Conversation, after_seq: int) -> None:
-        """Start following a conversation: subscribe first (so nothing published from now on is
-        missed), then send what came after `after_seq` from the database."""
+    async def follow(self, conversation: Any, after_seq: int) -> None:
+        """Start following a conversation (anything with its id as `pk`; kept in `following`
+        for `entries_after`): subscribe first (so nothing published from now on is missed),
+        then send what came after `after_seq` from the database."""
         self.hub.subscribe(conversation.pk, self)
         self.following[conversation.pk] = conversation
         async with self.stream_lock:
@@ -324,21 +341,23 @@ class JsonSocket(AsyncWebsocketConsumer):
     async def _catch_up(self, conversation_id: int) -> None:
         while True:
             after = self.delivered[conversation_id]
-            conversation = self.following.get(conversation_id)
-            if conversation is None:
-                entries = await database_sync_to_async(_entries_after)(conversation_id, after)
-            else:
-                entries = await fastpath.entries_after(conversation, after)
+            entries = await self.entries_after(conversation_id, after)
             for entry in entries:
                 await self.send_frame(self.message_frame(entry))
                 self.delivered[conversation_id] = entry["seq"]
-            if len(entries) < fastpath.PAGE:
+            if len(entries) < self.catch_up_page:
                 return
+
+    async def entries_after(self, conversation_id: int, after: int) -> list[dict[str, Any]]:
+        """The stream's entries after seq `after`, oldest first, at most `catch_up_page` of
+        them, as events of kind "message". The adapters read the database (the followed
+        conversation is `self.following.get(conversation_id)`)."""
+        raise NotImplementedError
 
     def message_frame(self, event: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
-    async def on_queue(self, snapshot: QueueSnapshot) -> None:
+    async def on_queue(self, snapshot: Any) -> None:
         pass
 
 
@@ -354,7 +373,3 @@ def _daphne_transport(send: Any) -> Any:
             return None
     return None
 
-
-def _entries_after(conversation_id: int, seq: int) -> list[dict[str, Any]]:
-    conversation = Conversation.objects.get(pk=conversation_id)
-    return [m.as_event() for m in conversation.messages_after(seq)]

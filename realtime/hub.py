@@ -47,6 +47,7 @@ import time
 import uuid
 import weakref
 from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from asgiref.sync import async_to_sync
@@ -54,11 +55,10 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
-from advice import fastpath
-from advice.models import QueueSnapshot
-
 logger = logging.getLogger(__name__)
 
+# The group every hub joins, and the type of its messages ("advice.event", below): names on the
+# wire between processes, kept as they were.
 GROUP = "advice.events"
 # Queue changes arriving within this window are folded into one reload of the queue...
 QUEUE_REFRESH_DELAY = 0.05
@@ -87,14 +87,32 @@ PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
 WELCOME_TIMEOUT = 1.0
 
 
+# The queue's snapshot is the domain's (a QueueSnapshot of advice.models); the hub only passes it
+# on.
+Snapshot = Any
+
+# Loads the queue's snapshot: set at startup by the wiring (`configure`), so that the kernel
+# imports no domain code.
+_load_queue: Callable[[], Awaitable[Snapshot]] | None = None
+
+
+def configure(*, load_queue: Callable[[], Awaitable[Snapshot]]) -> None:
+    """Called once at startup (config.apps.ConfigConfig.ready): `load_queue` is a coroutine
+    function that returns the queue's current snapshot, which the hub hands to every socket
+    that watches the queue (`Listener.on_queue`). It must not run on the shared database
+    thread, which every handshake of the process uses."""
+    global _load_queue
+    _load_queue = load_queue
+
+
 class Listener(Protocol):
-    """A socket that wants events (the consumers in chat/ and advice/)."""
+    """A socket that wants events (the consumers in chat/, console/ and interpreter/)."""
 
     advisor_id: int | None
 
     async def on_event(self, event: dict[str, Any]) -> None: ...
 
-    async def on_queue(self, snapshot: QueueSnapshot) -> None: ...
+    async def on_queue(self, snapshot: Snapshot) -> None: ...
 
 
 class Mailbox:
@@ -106,7 +124,7 @@ class Mailbox:
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
         self.events: deque[dict[str, Any]] = deque()
-        self.snapshot: QueueSnapshot | None = None
+        self.snapshot: Snapshot | None = None
         self.task: asyncio.Task | None = None
         self.running = False
 
@@ -120,7 +138,7 @@ class Mailbox:
         self.events.append(event)
         self._wake()
 
-    def put_snapshot(self, snapshot: QueueSnapshot) -> None:
+    def put_snapshot(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self._wake()
 
@@ -169,7 +187,7 @@ class Hub:
         self._queue_dirty = False
         self._queue_loaded_at = 0.0
         self._queue_pause = QUEUE_REFRESH_INTERVAL
-        self.last_snapshot: QueueSnapshot | None = None
+        self.last_snapshot: Snapshot | None = None
         self.mailboxes: dict[Listener, Mailbox] = {}
         # Events waiting for the next ring to the other processes, and the ring under way.
         self._outgoing: list[dict[str, Any]] = []
@@ -433,8 +451,9 @@ class Hub:
             await asyncio.sleep(max(QUEUE_REFRESH_DELAY, self._queue_pause - since_last))
             self._queue_loaded_at = time.monotonic()
             try:
-                # Off the shared database thread, which every handshake of the process uses.
-                snapshot = await fastpath.orm(QueueSnapshot.load)()
+                if _load_queue is None:
+                    raise RuntimeError("realtime.hub.configure(load_queue=...) was not called")
+                snapshot = await _load_queue()
             except Exception:
                 logger.exception("could not load the queue")
                 return
@@ -444,7 +463,7 @@ class Hub:
             if not self._queue_dirty:
                 return
 
-    async def _hand_out(self, snapshot: QueueSnapshot) -> float:
+    async def _hand_out(self, snapshot: Snapshot) -> float:
         """Give the snapshot to every watcher, advisors first, QUEUE_FANOUT_SLICE at a time
         with a turn of the event loop between slices; returns the time spent handing out.
 
