@@ -22,8 +22,8 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.urls import path  # noqa: E402
 
 from advice import server_tuning  # noqa: E402
-from advice.consumers import AdvisorConsumer  # noqa: E402
 from chat.consumers import VisitorConsumer  # noqa: E402
+from console.consumers import AdvisorConsumer  # noqa: E402
 from interpreter.consumers import InterpreterConsumer  # noqa: E402
 from sms.asgi import TwilioWebhooks  # noqa: E402
 

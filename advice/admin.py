@@ -65,7 +65,7 @@ if admin.site.is_registered(User):
 @admin.register(User)
 class AdvisorUserAdmin(UserAdmin):
     """Django's user admin with the advisor's profile on the same page. Unticking "active" ends
-    the user's sessions and closes their console at once (advice.signals)."""
+    the user's sessions and closes their console at once (console.signals)."""
 
     inlines = [AdvisorProfileInline]
     list_display = ["username", "advisor_name", "capacity", "is_active", "is_staff", "last_login"]

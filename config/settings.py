@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "channels",
     "config",
     "advice",
+    "console",
     "chat",
     "sms",
     "interpreter",
@@ -93,7 +94,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",  # after AuthenticationMiddleware (O-1)
-    "advice.middleware.AdvisorSessionMiddleware",  # idle and absolute session limits (O-9)
+    "console.middleware.AdvisorSessionMiddleware",  # idle and absolute session limits (O-9)
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.NoStoreMiddleware",
@@ -253,7 +254,7 @@ SERVE_STATIC = env_bool("SERVE_STATIC", True)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 # An advisor session lasts at most ADVISOR_SESSION_HOURS from the password step, and ends after
 # ADVISOR_IDLE_MINUTES without activity (a page request, or an action on the console's socket;
-# not the socket's heartbeat). Both are enforced by advice.auth (ASVS 7.3.1/7.3.2, O-9).
+# not the socket's heartbeat). Both are enforced by console.auth (ASVS 7.3.1/7.3.2, O-9).
 SESSION_COOKIE_AGE = env_int("ADVISOR_SESSION_HOURS", 10, minimum=1) * 3600
 ADVISOR_IDLE_MINUTES = env_int("ADVISOR_IDLE_MINUTES", 30, minimum=1)
 SESSION_COOKIE_HTTPONLY = True

@@ -3,23 +3,15 @@ from django.contrib import admin
 from django.urls import include, path
 from django_otp.admin import OTPAdminSite
 
-from advice import views
+from console import views
 
 # The admin needs an OTP-verified session like every advisor page (O-7).
 admin.site.__class__ = OTPAdminSite
 admin.site.site_header = "Advice line"
 admin.site.login_template = None
 
-advisor_patterns = [
-    path("", views.console, name="advisor-console"),
-    path("login/", views.login, name="advisor-login"),
-    path("verify/", views.verify, name="advisor-verify"),
-    path("enrol/", views.enrol, name="advisor-enrol"),
-    path("logout/", views.logout, name="advisor-logout"),
-]
-
 urlpatterns = [
-    path("advisor/", include(advisor_patterns)),
+    path("advisor/", include("console.urls")),
     # The admin logs in through the advisor's pages (password, then TOTP), not its own form.
     path("admin/login/", views.admin_login),
     path("admin/", admin.site.urls),

@@ -3,7 +3,8 @@ in full for advisors allowed to see numbers (AdvisorProfile.can_see_phone_number
 
 A conversation's summary (advice.models.Conversation.summary) is built without knowing who
 looks at it and is shared by every socket of a process; the advisor's socket passes the SMS
-summaries it sends through `with_contacts`, which returns copies with a "contact" field.
+summaries it sends through advice.contacts.with_contacts, where sms.apps registers this module's
+`with_contacts`, which returns copies with a "contact" field.
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from advice.auth import AUTHENTICATED_AT, LAST_ACTIVE_AT
-from advice.consumers import ACTIVITY_WRITE_INTERVAL
 from advice.models import Conversation, Message
+from console.auth import AUTHENTICATED_AT, LAST_ACTIVE_AT
+from console.consumers import ACTIVITY_WRITE_INTERVAL
 from tests.factories import (
     ORIGIN,
     PASSWORD,
@@ -175,7 +175,7 @@ def test_the_otp_middleware_runs_after_authentication_and_before_the_session_lim
     middleware = settings.MIDDLEWARE
     auth = middleware.index("django.contrib.auth.middleware.AuthenticationMiddleware")
     otp = middleware.index("django_otp.middleware.OTPMiddleware")
-    limits = middleware.index("advice.middleware.AdvisorSessionMiddleware")
+    limits = middleware.index("console.middleware.AdvisorSessionMiddleware")
     assert auth < otp < limits
 
 
@@ -713,7 +713,7 @@ async def test_what_the_advisor_does_on_the_socket_keeps_the_session_alive(advis
 
 @socket_test
 async def test_an_action_answers_first_and_then_a_session_found_gone_ends_the_socket(advisor):
-    """The activity is written after the action (advice.consumers.advisor_action); a session
+    """The activity is written after the action (console.consumers.advisor_action); a session
     deleted meanwhile without a logout event (an admin emptied the table) is found there."""
     now = time.time()
     # Last active long enough ago that the action is written.

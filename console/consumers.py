@@ -2,7 +2,7 @@
 
 Only an OTP-verified session that has not run out gets in; anything else is refused during the
 handshake. The socket lives no longer than its session: it closes (code 4401) when the session
-is logged out, revoked, or runs out (advice.auth), and what the advisor does on it counts as
+is logged out, revoked, or runs out (console.auth), and what the advisor does on it counts as
 activity for the session's idle limit."""
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from typing import Any
 from django.db.models import Q
 
 from advice import fastpath, streams
-from advice.auth import (
+from advice.choices import INTERPRETER_LANGUAGES, Channel, Outcome
+from advice.contacts import with_contacts
+from advice.models import AdvisorProfile, Conversation, DomainError, Message, QueueSnapshot
+from console.auth import (
     LAST_ACTIVE_AT,
     record_socket_activity,
     session_deadline,
@@ -28,9 +31,7 @@ from advice.auth import (
     valid_session_deadline,
     verified_advisor_from_scope,
 )
-from advice.choices import INTERPRETER_LANGUAGES, Channel, Outcome
-from advice.console_frames import InterpreterAndNoteFrames
-from advice.models import AdvisorProfile, Conversation, DomainError, Message, QueueSnapshot
+from console.frames import InterpreterAndNoteFrames
 from realtime.sockets import (
     JsonSocket,
     ProtocolError,
@@ -39,7 +40,6 @@ from realtime.sockets import (
     field,
     seq_field,
 )
-from sms.contacts import with_contacts
 
 MAX_RESUME_CONVERSATIONS = 100
 # The socket writes its activity into the session at most this often (seconds).
@@ -416,7 +416,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         await self.send_frame({"type": "conversation", "conversation": summary})
         await self.follow(conversation, after_seq)
         if extras:
-            await self.send_extras_of(conversation)  # notes, interpreter (console_frames)
+            await self.send_extras_of(conversation)  # notes, interpreter (console.frames)
 
     async def _with_contacts(
         self, summaries: list[dict[str, Any]], cache: Any = None

@@ -1,6 +1,6 @@
 """The advisor's pages: password, then TOTP (enrolling a device on the first login), then the
 console. Every page but the login steps needs an OTP-verified session; the session's idle and
-absolute limits are kept by advice.middleware.AdvisorSessionMiddleware."""
+absolute limits are kept by console.middleware.AdvisorSessionMiddleware."""
 
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ from django_otp import login as otp_login
 from django_otp.forms import OTPAuthenticationFormMixin, OTPTokenForm
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from advice.auth import idle_limit_seconds, lifetime_seconds
 from advice.choices import (
     COUNTIES,
     INTERPRETER_LANGUAGES,
@@ -39,6 +38,7 @@ from advice.choices import (
     Writer,
 )
 from advice.models import AdvisorProfile, Conversation, InterpreterInvitation, Message
+from console.auth import idle_limit_seconds, lifetime_seconds
 
 # Where to go once the login is complete (e.g. /admin/ when the admin sent the advisor here).
 NEXT_SESSION_KEY = "advisor_next"

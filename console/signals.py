@@ -4,7 +4,7 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from advice.auth import end_sessions_of, session_fingerprint, start_session_clock
+from console.auth import end_sessions_of, session_fingerprint, start_session_clock
 from realtime.hub import publish, publish_on_commit
 
 
@@ -21,7 +21,7 @@ def sessions_changed(user_id: int, ended_session_key: str | None = None) -> dict
 
 @receiver(user_logged_in)
 def start_advisor_session_clock(sender, request, user, **kwargs):
-    """Both session clocks (idle and absolute, advice.auth) start at the password step."""
+    """Both session clocks (idle and absolute, console.auth) start at the password step."""
     if request is not None and hasattr(request, "session"):
         start_session_clock(request.session)
 

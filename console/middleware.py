@@ -6,7 +6,7 @@ from django.contrib.auth import SESSION_KEY
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from advice.auth import mark_active, session_ended_because, start_missing_session_clock
+from console.auth import mark_active, session_ended_because, start_missing_session_clock
 
 
 @cache
@@ -19,7 +19,7 @@ def advisor_path_prefixes() -> tuple[str, ...]:
 class AdvisorSessionMiddleware:
     """On the advisor's pages (the console and the admin): ends an advisor session when it has
     run out (idle for ADVISOR_IDLE_MINUTES, or older than ADVISOR_SESSION_HOURS; see
-    advice.auth) or when its user may no longer log in (deactivated, deleted, password
+    console.auth) or when its user may no longer log in (deactivated, deleted, password
     changed: ASVS 7.4.2). Ending it is a real logout: the session is deleted and the advisor's
     sockets close. Otherwise the request counts as activity. Also sets the advisor side's
     Referrer-Policy.

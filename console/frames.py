@@ -1,5 +1,5 @@
 """The advisor socket's frames for interpreters, notes and linked history (docs/protocol.md,
-"Interpreters, opening hours, return codes"). A mixin of advice.consumers.AdvisorConsumer,
+"Interpreters, opening hours, return codes"). A mixin of console.consumers.AdvisorConsumer,
 kept apart so the core console protocol reads on its own."""
 
 from __future__ import annotations
