@@ -45,6 +45,7 @@ worker: migrate
 # (SQLite and the in-memory layer) so both configurations stay working.
 test: install-test
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
 	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -m "not browser and not server" -q
