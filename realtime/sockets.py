@@ -372,4 +372,3 @@ def _daphne_transport(send: Any) -> Any:
         if send is None:
             return None
     return None
-
