@@ -30,3 +30,20 @@ def with_contacts(
     for lookup in _lookups:
         summaries = lookup(summaries, full=full, cache=cache)
     return summaries
+
+
+# channel -> the condition on a conversation's row that it has someone to answer by that
+# channel (an SMS conversation: a number). Registered by the channel at startup.
+_reachable: dict[str, Any] = {}
+
+
+def register_reachable(channel: str, condition: Any) -> None:
+    _reachable[channel] = condition
+
+
+def reachable(channel: str) -> Any:
+    """A Q that holds for the conversations of `channel` that can be answered; with no channel
+    registered, none can."""
+    from django.db.models import Q
+
+    return _reachable.get(channel, Q(pk__isnull=True))

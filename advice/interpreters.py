@@ -13,7 +13,7 @@ where the interpreter's view of the stream begins (joined_seq). No: the invitati
 refused. The advisor can share the earlier part of the conversation (from a sequence number, or
 all of it) and can revoke the invitation, or remove the interpreter, at any time. Every step is
 a ConversationEvent and a system entry in the stream, so visitor and advisor see it, and the
-functions return the realtime events to publish after commit, like the Conversation methods.
+functions publish their events after commit and return them, like the Conversation methods.
 
 Lock order, as everywhere in the domain: the conversation row first, then the invitation.
 """
@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from advice import events
 from advice.choices import Channel
 from advice.models import (
     Conversation,
@@ -130,7 +131,7 @@ def invite(
             data={**data, "expires_at": invitation.expires_at.isoformat()},
         )
         entry = locked._append_system(Message.Event.INTERPRETER_INVITED, advisor=advisor)
-    return invitation, secret, [entry.as_event(), interpreter_event(invitation)]
+    return invitation, secret, events.on_commit([entry.as_event(), interpreter_event(invitation)])
 
 
 def revoke(conversation: Conversation, advisor: Any) -> list[dict]:
@@ -157,7 +158,7 @@ def revoke(conversation: Conversation, advisor: Any) -> list[dict]:
             else Message.Event.INTERPRETER_REVOKED
         )
         entry = locked._append_system(event, advisor=advisor, data={"removed": True})
-    return [entry.as_event(), interpreter_event(invitation)]
+    return events.on_commit([entry.as_event(), interpreter_event(invitation)])
 
 
 def share(conversation: Conversation, advisor: Any, from_seq: int = 1) -> list[dict]:
@@ -185,7 +186,7 @@ def share(conversation: Conversation, advisor: Any, from_seq: int = 1) -> list[d
         entry = locked._append_system(
             Message.Event.INTERPRETER_SHARED, advisor=advisor, data={"from_seq": from_seq}
         )
-    return [entry.as_event(), interpreter_event(invitation)]
+    return events.on_commit([entry.as_event(), interpreter_event(invitation)])
 
 
 def current_invitation(conversation: Conversation) -> InterpreterInvitation | None:
@@ -232,7 +233,7 @@ def answer(conversation: Conversation, accept: bool) -> list[dict]:
             _end(locked, invitation, Status.REFUSED, now)
             locked._record(ConversationEvent.Kind.INTERPRETER_REFUSED, data=data)
             entry = locked._append_system(Message.Event.INTERPRETER_REFUSED)
-    return [entry.as_event(), interpreter_event(invitation)]
+    return events.on_commit([entry.as_event(), interpreter_event(invitation)])
 
 
 # --- the interpreter --------------------------------------------------------------------------
@@ -272,7 +273,7 @@ def open_link(secret: str) -> tuple[InterpreterInvitation, str, list[dict]]:
             data={"invitation": str(invitation.public_id)},
         )
         entry = locked._append_system(Message.Event.INTERPRETER_WAITING)
-    return invitation, token, [entry.as_event(), interpreter_event(invitation)]
+    return invitation, token, events.on_commit([entry.as_event(), interpreter_event(invitation)])
 
 
 def for_token(token: str) -> InterpreterInvitation | None:
@@ -301,7 +302,7 @@ def leave(invitation: InterpreterInvitation) -> list[dict]:
             ConversationEvent.Kind.INTERPRETER_LEFT, data={"invitation": str(invitation.public_id)}
         )
         entry = locked._append_system(Message.Event.INTERPRETER_LEFT)
-    return [entry.as_event(), interpreter_event(invitation)]
+    return events.on_commit([entry.as_event(), interpreter_event(invitation)])
 
 
 def post(

@@ -1,12 +1,14 @@
 """The domain: conversations, their messages and events, and the advisors who answer them.
 
-A conversation's state changes only through the methods on `Conversation`. Each method is
-race-safe (a conditional UPDATE or a row lock), writes a `ConversationEvent` row for the audit
-trail and statistics, and appends a system entry to the conversation's message stream, so a
-client that resumes from its last sequence number also learns what happened meanwhile.
+A conversation's state changes only through the methods on `Conversation`. Each is a
+`store.Change`: the row filtered by the rules that must hold (`Rule`), the values it sets, a
+`ConversationEvent` for the audit trail and statistics, and a system entry appended to the
+conversation's stream, so a client that resumes from its last sequence number also learns what
+happened meanwhile. The same Change is made through the ORM (`post`, `take_next`, `close`) or,
+on PostgreSQL, by one statement compiled from it (`apost`, `atake_next`, `aclose`).
 
-These methods are synchronous and run inside a transaction; they return the realtime events to
-publish, and the caller publishes them once the transaction has committed (advice.realtime).
+Each method publishes its events once its transaction has committed (advice.events) and
+returns them as well, for the caller's own use.
 """
 
 from __future__ import annotations
@@ -14,18 +16,31 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, NamedTuple
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import Q
+from django.db.models import (
+    BooleanField,
+    Case,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    Value,
+    When,
+)
+from django.db.models.lookups import In
 from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from advice import crypto
+from advice import contacts, crypto, events, store
 from advice.choices import (
     COUNTIES,
     INTERPRETER_LANGUAGES,
@@ -36,9 +51,8 @@ from advice.choices import (
     Writer,
 )
 
-# Sent inside the transaction that stores a text: (conversation, message, text). Texts of web
-# chats on PostgreSQL are stored by advice.fastpath in one statement and send no signal; every
-# other channel's texts (SMS) go through `Conversation.post` and send it.
+# Sent once a text has been stored and committed, on every path and database alike, with the
+# conversation's channel (a `Channel` member) as the sender: (conversation, message, text).
 message_posted = Signal()
 
 
@@ -87,8 +101,7 @@ class AdvisorProfile(models.Model):
 
     def spoken(self) -> set[str]:
         """The language codes the advisor speaks. `languages` is meant to be a list of codes;
-        anything else stored there (a typo in the admin's JSON) counts as speaking none, and
-        take_next's statement on PostgreSQL (advice.fastpath) reads it the same way."""
+        anything else stored there (a typo in the admin's JSON) counts as speaking none."""
         if not isinstance(self.languages, list):
             return set()
         return {code for code in self.languages if isinstance(code, str)}
@@ -106,6 +119,12 @@ class ConversationQuerySet(models.QuerySet["Conversation"]):
     def in_queue_order(self) -> ConversationQuerySet:
         """Urgent first, then longest waiting."""
         return self.waiting().order_by("-urgent", "created_at", "id")
+
+    def next_for(self, spoken: set[str], now: datetime) -> ConversationQuerySet:
+        """The head of the queue in the order an advisor who speaks `spoken` takes it
+        (`take_preference`)."""
+        head = self.in_queue_order().values("pk")[:TAKE_NEXT_CANDIDATES]
+        return self.waiting().filter(pk__in=head).order_by(*take_preference(spoken, now))
 
     def open(self) -> ConversationQuerySet:
         return self.filter(status__in=Conversation.OPEN_STATUSES)
@@ -195,13 +214,27 @@ class Conversation(models.Model):
 
     @classmethod
     def start_web(cls, **options: Any) -> tuple[Conversation, str, list[dict]]:
-        """Open an anonymous web conversation in the queue (`options` as `new_web` takes them);
-        returns it, the visitor's token (shown once, stored only as a hash) and the events to
-        publish."""
+        """Open an anonymous web conversation in the queue while the line is open for the
+        visitor's county (`options` as `new_web` takes them); returns it, the visitor's token
+        (shown once, stored only as a hash) and its events. Raises `LineClosed` otherwise."""
+        check_line_open(options.get("county", ""))
         conversation, token = cls.new_web(**options)
         with transaction.atomic():
             conversation.save(force_insert=True)
             conversation.created_event().save(force_insert=True)
+            events.on_commit([queue_changed()])
+        return conversation, token, [queue_changed()]
+
+    @classmethod
+    async def astart_web(cls, **options: Any) -> tuple[Conversation, str, list[dict]]:
+        """`start_web`, awaitable; on PostgreSQL without a thread, the starts of a surge
+        stored together."""
+        if not store.enabled():
+            return await database_sync_to_async(cls.start_web)(**options)
+        await store.orm(check_line_open)(options.get("county", ""))
+        conversation, token = cls.new_web(**options)
+        await store.insert_async(conversation, conversation.created_event())
+        events.committed([queue_changed()])
         return conversation, token, [queue_changed()]
 
     @classmethod
@@ -218,8 +251,7 @@ class Conversation(models.Model):
         safe_now: str = "",
         previous: Conversation | None = None,
     ) -> tuple[Conversation, str]:
-        """The web conversation `start_web` stores, not yet stored, and the visitor's token.
-        advice.fastpath stores the same row (and its `created_event`) in one statement."""
+        """The web conversation `start_web` stores, not yet stored, and the visitor's token."""
         token = new_visitor_token()
         conversation = cls(
             token_hash=hash_token(token),
@@ -249,60 +281,41 @@ class Conversation(models.Model):
         cls, *, county: str = "", writer: str = Writer.PROFESSIONAL, language: str = "sv"
     ) -> tuple[Conversation, list[dict]]:
         """Open a conversation in the queue for a text from a phone (sms/ keeps the number and
-        threads later texts to it); returns it and the events to publish. Those who text the
-        line are professionals unless we learn otherwise. There is no visitor token: the
-        sender is known by their number, never by anything on the visitor side."""
+        threads later texts to it); returns it and its events. Those who text the line are
+        professionals unless we learn otherwise. There is no visitor token: the sender is
+        known by their number, never by anything on the visitor side."""
         with transaction.atomic():
             conversation = cls.objects.create(
                 channel=Channel.SMS, language=language, writer=writer, county=county
             )
             conversation.created_event().save(force_insert=True)
+            events.on_commit([queue_changed()])
         return conversation, [queue_changed()]
 
-    # --- state transitions ----------------------------------------------------------------
+    # --- taking -----------------------------------------------------------------------------
 
     def take(self, advisor: Any) -> list[dict]:
-        """Assign a waiting conversation to `advisor`.
-
-        Exactly one of several advisors taking the same conversation at once wins: the
-        advisor's profile row is locked (so capacity is checked against a stable count), then
-        the conversation moves with a conditional UPDATE that only a waiting row satisfies.
-        """
+        """Assign this waiting conversation to `advisor`. Of several advisors taking it at
+        once exactly one wins: only a waiting row moves."""
         with transaction.atomic():
-            _check_capacity(advisor)
-            if not self._claim(advisor):
-                raise DomainError("already_taken", "Another advisor has taken this conversation.")
-            return self._taken_by(advisor)
+            lock_within_capacity(advisor)
+            change = self._take_change(advisor, Conversation.objects.filter(pk=self.pk))
+            stored = store.apply(change)
+            if stored is None:
+                raise TAKEN.refusal()
+            self._copy(stored)
+            return events.on_commit(self.taken_events(change.entry))
 
-    def _claim(self, advisor: Any, read_back: bool = True) -> bool:
-        """The conditional UPDATE that makes the conversation the advisor's (only a waiting
-        row moves); then the whole row is read back, as this object may be out of date
-        (take_next, which has just read the row under its lock, sets the three fields
-        instead)."""
-        taken_at = timezone.now()
-        updated = Conversation.objects.filter(pk=self.pk, status=self.Status.WAITING).update(
-            status=self.Status.ACTIVE, advisor=advisor, taken_at=taken_at
-        )
-        if updated != 1:
-            return False
-        if read_back:
-            self.refresh_from_db(fields=[f.attname for f in self._meta.concrete_fields])
-        else:
-            self.status, self.advisor, self.taken_at = self.Status.ACTIVE, advisor, taken_at
-        return True
-
-    def _taken_by(self, advisor: Any) -> list[dict]:
-        event, entry = self.take_records(advisor)
-        event.save(force_insert=True)
-        self._append_entry(entry)
-        return self.taken_events(entry)
-
-    def take_records(self, advisor: Any) -> tuple[ConversationEvent, Message]:
-        """What a take writes beside the conversation's own row, unsaved: the audit event and
-        the stream's "advisor joined" entry (its seq is the next one, given when stored)."""
-        return (
-            self._event(ConversationEvent.Kind.TAKEN, advisor=advisor),
-            self._system_entry(Message.Event.ADVISOR_JOINED, advisor=advisor),
+    def _take_change(self, advisor: Any, rows: models.QuerySet) -> store.Change:
+        """The take of the conversation `rows` selects, where it is still waiting."""
+        event = self._event(ConversationEvent.Kind.TAKEN, advisor=advisor)
+        entry = self._system_entry(Message.Event.ADVISOR_JOINED, advisor=advisor)
+        return store.Change(
+            self.pk,
+            rows.filter(TAKEN.holds),
+            values={"status": self.Status.ACTIVE, "advisor": advisor, "taken_at": timezone.now()},
+            records=[event],
+            entry=entry,
         )
 
     def taken_events(self, entry: Message) -> list[dict]:
@@ -314,98 +327,113 @@ class Conversation(models.Model):
         the visitor asked for one, otherwise the language the visitor chose for the chat."""
         return self.interpreter_language if self.interpreter_needed else self.language
 
-    def fit_for(self, spoken: set[str]) -> int:
-        """How well an advisor who speaks `spoken` fits: 0 speaks the language needed (no
-        interpreter to arrange), 1 the chat is in a language the advisor does not speak but no
-        interpreter was asked for, 2 an interpreter has to be brought in first."""
-        if self.language_needed() in spoken:
-            return 0
-        return 2 if self.interpreter_needed else 1
-
     @classmethod
     def take_next(cls, advisor: Any) -> tuple[Conversation, list[dict]]:
-        """Take the best conversation for this advisor that nobody else takes first.
-
-        Urgent conversations always come first. Within urgent and within the rest, a
-        conversation the advisor can take without an interpreter comes before one that needs
-        an interpreter in a language the advisor does not speak, and otherwise queue order
-        holds. The preference lapses once a conversation has waited
-        TAKE_NEXT_PREFERENCE_MINUTES: past that it is taken in plain queue order, so a visitor
-        who needs an interpreter is never passed over for ever by advisors who would rather
-        not arrange one.
-
-        This method is the rule; on PostgreSQL advice.fastpath.take_next makes the same choice
-        in two statements on the event loop's own connections (tests/test_take_next_fastpath.py
-        holds the two to the same answers).
-        """
-        now = timezone.now()
-        overdue = now - timedelta(minutes=settings.TAKE_NEXT_PREFERENCE_MINUTES)
-        # Plain rows, not model instances: the choice needs six fields of fifty rows.
-        candidates = [
-            _Candidate(*row)
-            for row in cls.objects.in_queue_order().values_list(*_Candidate._fields)[
-                :TAKE_NEXT_CANDIDATES
-            ]
-        ]
-
-        if not candidates:
-            raise DomainError("queue_empty", "Nobody is waiting.")
+        """Take the best conversation for this advisor (`ConversationQuerySet.next_for`) that
+        nobody else is taking this moment."""
+        if not cls.objects.waiting().exists():
+            raise queue_empty()  # said first, whatever the advisor's capacity
         with transaction.atomic():
-            spoken = _check_capacity(advisor).spoken()
+            profile = lock_within_capacity(advisor)
+            chosen = (
+                cls.objects.next_for(profile.spoken(), timezone.now())
+                .select_for_update(skip_locked=True, of=("self",))
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if chosen is None:
+                raise queue_empty()
+            conversation = cls(pk=chosen)
+            change = conversation._take_change(advisor, cls.objects.filter(pk=chosen))
+            stored = store.apply(change)
+            if stored is None:
+                raise queue_empty()
+            stored.advisor = advisor
+            change.entry.conversation = stored
+            return stored, events.on_commit(stored.taken_events(change.entry))
 
-            def preference(c: _Candidate) -> tuple[int, int]:
-                fit = 0 if c.created_at <= overdue else c.fit_for(spoken)
-                return (0 if c.urgent else 1, fit)
+    @classmethod
+    async def atake_next(cls, advisor: Any) -> tuple[Conversation, list[dict]]:
+        """`take_next`, awaitable; on PostgreSQL without a thread: the same choice, compiled
+        from the same QuerySet, in one transaction (an advisor's take never waits for a thread
+        that a surge of arriving visitors keeps busy)."""
+        if store.enabled():
+            profile = AdvisorProfile.objects.filter(user=advisor).values_list(
+                "capacity", "languages"
+            )
+            active = Conversation.objects.filter(advisor=advisor, status=cls.Status.ACTIVE)
 
-            ordered = sorted(enumerate(candidates), key=lambda ic: (preference(ic[1]), ic[0]))
-            for _index, candidate in ordered:
-                # Many advisors pressing "next" at once all start from the same head of the
-                # queue: a conversation another advisor is taking this moment (its row is
-                # locked) is passed over at once, not waited for and then lost, so each take
-                # costs one transaction however many advisors take at the same time. (SQLite
-                # has no row locks; its transactions take turns.)
-                # The whole row, read under its lock: what the advisor is shown.
-                free = (
-                    cls.objects.select_for_update(skip_locked=True)
-                    .filter(pk=candidate.pk, status=cls.Status.WAITING)
-                    .first()
-                )
-                if free is not None and free._claim(advisor, read_back=False):
-                    return free, free._taken_by(advisor)
-        raise DomainError("queue_empty", "Nobody is waiting.")
+            def choose(rows: list[list[tuple]]) -> store.Change | None:
+                found, [(count,)], [(waiting,)] = rows
+                if not found:
+                    return None  # no profile yet: the ORM path makes it
+                if not waiting:
+                    raise queue_empty()  # said first, whatever the advisor's capacity
+                capacity, languages = found[0]
+                check_capacity(capacity, count)
+                languages_field = AdvisorProfile._meta.get_field("languages")
+                spoken = AdvisorProfile(
+                    languages=languages_field.from_db_value(languages, None, connection)
+                ).spoken()
+                pick = cls.objects.next_for(spoken, timezone.now()).values("pk")[:1]
+                return cls()._take_change(advisor, cls.objects.filter(pk=store.Locked(pick)))
+
+            outcome = await store.decide_and_apply(
+                [
+                    store.locking(profile),
+                    store.count(active),
+                    store.count(cls.objects.waiting()[:1]),
+                ],
+                choose,
+            )
+            if outcome is not None:
+                stored, change = outcome
+                if stored is None:
+                    raise queue_empty()
+                stored.advisor = advisor
+                return stored, events.committed_and(stored.taken_events(change.entry))
+        return await store.advisor_orm(cls.take_next)(advisor)
+
+    # --- closing and leaving ------------------------------------------------------------------
 
     def close(self, advisor: Any, outcome: str) -> list[dict]:
-        """The advisor ends an active conversation of theirs, with an outcome.
-
-        This method is the rule; on PostgreSQL advice.fastpath.close makes the same change in
-        one statement (tests/test_close_fastpath.py holds the two to the same rows)."""
-        check_outcome(outcome)
+        """The advisor ends an active conversation of theirs, with an outcome."""
+        change = self._close_change(advisor, outcome)
         with transaction.atomic():
-            updated = Conversation.objects.filter(
-                pk=self.pk, status=self.Status.ACTIVE, advisor=advisor
-            ).update(**self.closing_fields(outcome))
-            if updated != 1:
-                raise DomainError("not_your_conversation", "This conversation is not open for you.")
-            self.refresh_from_db()
-            event, entry = self.close_records(advisor, outcome)
-            event.save(force_insert=True)
-            self._append_entry(entry)
-        return self.closed_events(entry)
+            stored = store.apply(change)
+            if stored is None:
+                raise active_and_theirs(advisor).refusal()
+            self._copy(stored)
+            return events.on_commit(self.closed_events(change.entry))
 
-    def closing_fields(self, outcome: str) -> dict[str, Any]:
-        return {
-            "status": self.Status.CLOSED,
-            "ended_at": timezone.now(),
-            "outcome": outcome,
-            "end_reason": self.EndReason.ADVISOR_CLOSED,
-        }
+    async def aclose(self, advisor: Any, outcome: str) -> list[dict]:
+        """`close`, awaitable; on PostgreSQL without a thread."""
+        if not store.enabled():
+            return await store.advisor_orm(self.close)(advisor, outcome)
+        change = self._close_change(advisor, outcome)
+        stored = await store.apply_async(change)
+        if stored is None:
+            raise active_and_theirs(advisor).refusal()
+        self._copy(stored)
+        return events.committed_and(self.closed_events(change.entry))
 
-    def close_records(self, advisor: Any, outcome: str) -> tuple[ConversationEvent, Message]:
-        """What a close writes beside the conversation's own row, unsaved: the audit event and
-        the stream's "closed" entry (its seq is the next one, given when stored)."""
-        return (
-            self._event(ConversationEvent.Kind.CLOSED, advisor=advisor, data={"outcome": outcome}),
-            self._system_entry(Message.Event.CLOSED, advisor=advisor),
+    def _close_change(self, advisor: Any, outcome: str) -> store.Change:
+        check_outcome(outcome)
+        return store.Change(
+            self.pk,
+            Conversation.objects.filter(active_and_theirs(advisor).holds, pk=self.pk),
+            values={
+                "status": self.Status.CLOSED,
+                "ended_at": timezone.now(),
+                "outcome": outcome,
+                "end_reason": self.EndReason.ADVISOR_CLOSED,
+            },
+            records=[
+                self._event(
+                    ConversationEvent.Kind.CLOSED, advisor=advisor, data={"outcome": outcome}
+                )
+            ],
+            entry=self._system_entry(Message.Event.CLOSED, advisor=advisor),
         )
 
     def closed_events(self, entry: Message) -> list[dict]:
@@ -416,27 +444,65 @@ class Conversation(models.Model):
         with transaction.atomic():
             locked = Conversation.objects.select_for_update().get(pk=self.pk)
             if locked.status not in self.OPEN_STATUSES:
-                raise DomainError("conversation_ended", "This conversation has already ended.")
+                raise ENDED.refusal()
             was_waiting = locked.status == self.Status.WAITING
-            new_status = self.Status.ABANDONED if was_waiting else self.Status.CLOSED
             if reason == self.EndReason.VISITOR_ENDED and was_waiting:
                 reason = self.EndReason.VISITOR_LEFT
-            Conversation.objects.filter(pk=self.pk).update(
-                status=new_status, ended_at=timezone.now(), end_reason=reason
-            )
-            self.refresh_from_db()
             kind = ConversationEvent.Kind.ABANDONED if was_waiting else ConversationEvent.Kind.ENDED
-            self._record(kind, data={"reason": reason})
-            entry = self._append_system(Message.Event.VISITOR_LEFT, data={"reason": reason})
-        events = [entry.as_event(), self.state_event()]
-        if was_waiting:
-            events.append(queue_changed())
-        return events
+            change = store.Change(
+                self.pk,
+                Conversation.objects.filter(pk=self.pk, status=locked.status),
+                values={
+                    "status": self.Status.ABANDONED if was_waiting else self.Status.CLOSED,
+                    "ended_at": timezone.now(),
+                    "end_reason": reason,
+                },
+                records=[self._event(kind, data={"reason": reason})],
+                entry=self._system_entry(Message.Event.VISITOR_LEFT, data={"reason": reason}),
+            )
+            stored = store.apply(change)
+            self._copy(stored)
+            published = [change.entry.as_event(), self.state_event()]
+            if was_waiting:
+                published.append(queue_changed())
+            return events.on_commit(published)
+
+    def quick_exit(self) -> list[dict]:
+        """The visitor pressed quick exit: end the conversation as left by quick exit (if it
+        has not ended already) and revoke the visitor's token, so that nobody who later picks
+        up the device can open it again. Its events (none if it had ended)."""
+        with transaction.atomic():
+            try:
+                published = self.end_by_visitor(reason=self.EndReason.QUICK_EXIT)
+            except DomainError as e:
+                if e.code != ENDED.code:
+                    raise
+                published = []  # ended a moment ago: nothing to tell, the token still goes
+            Conversation.objects.filter(pk=self.pk).update(token_hash=None)
+            self.token_hash = None
+        return published
+
+    @classmethod
+    def for_visitor(cls, token: str) -> Conversation | None:
+        """The conversation a visitor's token opens: open ones, and ended ones for
+        VISITOR_TOKEN_GRACE_MINUTES, so the visitor can still read the last messages after a
+        reload. Never after a quick exit."""
+        if not token or len(token) > 128:
+            return None
+        conversation = cls.objects.for_visitor_token(token).first()
+        if conversation is None or conversation.is_open:
+            return conversation
+        if conversation.end_reason == cls.EndReason.QUICK_EXIT:
+            return None
+        grace = timedelta(minutes=settings.VISITOR_TOKEN_GRACE_MINUTES)
+        if conversation.ended_at and timezone.now() - conversation.ended_at > grace:
+            return None
+        return conversation
 
     def set_urgent(self, advisor: Any, urgent: bool) -> list[dict]:
         with transaction.atomic():
             updated = (
-                Conversation.objects.filter(pk=self.pk, status__in=self.OPEN_STATUSES)
+                Conversation.objects.filter(ENDED.holds, pk=self.pk)
                 .exclude(urgent=urgent)
                 .update(urgent=urgent)
             )
@@ -445,9 +511,9 @@ class Conversation(models.Model):
                 self._record(
                     ConversationEvent.Kind.URGENCY, advisor=advisor, data={"urgent": urgent}
                 )
-            elif not Conversation.objects.open().filter(pk=self.pk).exists():
-                raise DomainError("conversation_ended", "This conversation has already ended.")
-        return [self.state_event(), queue_changed()] if updated else []
+            elif not Conversation.objects.filter(ENDED.holds, pk=self.pk).exists():
+                raise ENDED.refusal()
+            return events.on_commit([self.state_event(), queue_changed()] if updated else [])
 
     def set_interpreter(self, advisor: Any, needed: bool, language: str) -> list[dict]:
         if needed and language not in dict(INTERPRETER_LANGUAGES):
@@ -455,61 +521,162 @@ class Conversation(models.Model):
                 "invalid_language", "Choose the interpreter's language from the list."
             )
         with transaction.atomic():
-            updated = Conversation.objects.filter(pk=self.pk, status__in=self.OPEN_STATUSES).update(
+            updated = Conversation.objects.filter(ENDED.holds, pk=self.pk).update(
                 interpreter_needed=needed, interpreter_language=language if needed else ""
             )
             if updated != 1:
-                raise DomainError("conversation_ended", "This conversation has already ended.")
+                raise ENDED.refusal()
             self.refresh_from_db()
             self._record(
                 ConversationEvent.Kind.INTERPRETER,
                 advisor=advisor,
                 data={"needed": needed, "language": self.interpreter_language},
             )
-        return [self.state_event(), queue_changed()]
+            return events.on_commit([self.state_event(), queue_changed()])
 
     # --- the message stream -----------------------------------------------------------------
 
+    def post_rules(self, sender: str, advisor: Any) -> list[Rule]:
+        """What must hold for a text from `sender` to be stored: the one definition, for the
+        ORM and for the statement on PostgreSQL alike."""
+        rules = [ENDED]
+        if sender == Message.Sender.ADVISOR:
+            rules.append(theirs(advisor))
+            if self.channel == Channel.SMS:
+                if not settings.SMS_ENABLED:
+                    raise DomainError(
+                        "sms_off", "Texts cannot be sent: the SMS channel is switched off."
+                    )
+                rules.append(
+                    Rule(
+                        "sms_no_number",
+                        "This conversation has no number to answer.",
+                        contacts.reachable(Channel.SMS),
+                    )
+                )
+        return rules
+
+    def _post_change(
+        self, sender: str, text: str, client_id: str, advisor: Any, data: dict | None
+    ) -> tuple[store.Change, list[Rule]]:
+        validate_text(text)
+        rules = self.post_rules(sender, advisor)
+        data = dict(data or {})
+        if self.channel == Channel.SMS and sender == Message.Sender.ADVISOR:
+            # An answer by text is queued until the SMS channel reports its delivery.
+            data.update(delivery="queued", delivery_error=None)
+        message = Message(
+            conversation=self,
+            sender=sender,
+            body=crypto.encrypt(text),
+            client_id=client_id,
+            advisor=advisor,
+            data=data,
+            created_at=timezone.now(),
+        )
+        message.plaintext = text  # for the event: no need to decrypt what was just encrypted
+        rows = Conversation.objects.filter(*(rule.holds for rule in rules), pk=self.pk)
+        if client_id:
+            # A text sent again (a retry after a dropped connection) is stored once.
+            rows = rows.exclude(
+                Exists(
+                    Message.objects.filter(
+                        conversation=OuterRef("pk"), sender=sender, client_id=client_id
+                    )
+                )
+            )
+        return store.Change(self.pk, rows, entry=message), rules
+
     def post(
-        self, *, sender: str, text: str, client_id: str = "", advisor: Any = None
+        self,
+        *,
+        sender: str,
+        text: str,
+        client_id: str = "",
+        advisor: Any = None,
+        data: dict | None = None,
     ) -> tuple[Message, bool, list[dict]]:
         """Append a text to the stream. Returns (message, created, events).
 
-        A text the client sends again with the same client_id (a retry after a dropped
-        connection) returns the stored message with created=False and is not stored twice.
-        The conversation row is locked while the next sequence number is taken, so numbers are
-        gap-free and commit in order.
-        """
-        validate_text(text)
+        A text the client sends again with the same client_id returns the stored message with
+        created=False and is not stored twice. Numbers are gap-free and commit in order."""
+        change, rules = self._post_change(sender, text, client_id, advisor, data)
         with transaction.atomic():
-            locked = Conversation.objects.select_for_update().get(pk=self.pk)
-            if client_id:
-                existing = Message.objects.filter(
-                    conversation=locked, sender=sender, client_id=client_id
-                ).first()
+            stored = store.apply(change)
+            if stored is None:
+                existing = self._sent_before(sender, client_id)
                 if existing is not None:
                     return existing, False, []
-            if locked.status not in self.OPEN_STATUSES:
-                raise DomainError("conversation_ended", "This conversation has already ended.")
-            not_theirs = locked.advisor_id != getattr(advisor, "pk", None)
-            if sender == Message.Sender.ADVISOR and not_theirs:
-                raise DomainError("not_your_conversation", "This conversation is not open for you.")
-            message = locked._append(
-                sender=sender, body=crypto.encrypt(text), client_id=client_id, advisor=advisor
+                raise explain(self.pk, rules)
+            message = change.entry
+            message.conversation = self
+            self.last_seq = stored.last_seq
+            published = events.on_commit([message.as_event()])
+            transaction.on_commit(
+                lambda: message_posted.send(
+                    sender=Channel(stored.channel), conversation=stored, message=message, text=text
+                )
             )
-            # Inside the transaction: a channel that must act on the text (the SMS outbox) does
-            # so atomically with storing it.
-            message_posted.send(
-                sender=Conversation, conversation=locked, message=message, text=text
-            )
-        self.last_seq = message.seq
-        return message, True, [message.as_event()]
+        return message, True, published
+
+    async def apost(
+        self,
+        *,
+        sender: str,
+        text: str,
+        client_id: str = "",
+        advisor: Any = None,
+    ) -> tuple[Message, bool, list[dict]]:
+        """`post`, awaitable; on PostgreSQL without a thread, the texts of the moment stored
+        together. A text the statement did not store (a rule broken, sent before) goes the
+        ORM's way, which says why."""
+        kwargs = {"sender": sender, "text": text, "client_id": client_id, "advisor": advisor}
+        if not store.enabled():
+            return await database_sync_to_async(self.post)(**kwargs)
+        change, _rules = self._post_change(sender, text, client_id, advisor, None)
+        stored = await store.apply_async(change)
+        if stored is None:
+            return await store.orm(self.post)(**kwargs)
+        message = change.entry
+        message.conversation = self
+        self.last_seq = stored.last_seq
+        published = events.committed_and([message.as_event()])
+        await message_posted.asend(
+            sender=Channel(stored.channel), conversation=stored, message=message, text=text
+        )
+        return message, True, published
+
+    def _sent_before(self, sender: str, client_id: str) -> Message | None:
+        if not client_id:
+            return None
+        existing = Message.objects.filter(
+            conversation_id=self.pk, sender=sender, client_id=client_id
+        ).first()
+        if existing is not None:
+            existing.conversation = self
+        return existing
 
     def messages_after(self, seq: int, limit: int = 500) -> list[Message]:
-        entries = list(self.messages.filter(seq__gt=seq).order_by("seq")[:limit])
+        entries = list(self._after(seq)[:limit])
         for entry in entries:
             entry.conversation = self  # as_event needs it; spare a query per entry
         return entries
+
+    async def amessages_after(self, seq: int, limit: int = 500) -> list[Message]:
+        if not store.enabled():
+            return await database_sync_to_async(self.messages_after)(seq, limit)
+        entries = await store.select_async(self._after(seq)[:limit])
+        for entry in entries:
+            entry.conversation = self
+        return entries
+
+    def _after(self, seq: int) -> models.QuerySet:
+        return Message.objects.filter(conversation_id=self.pk, seq__gt=seq).order_by("seq")
+
+    def _copy(self, stored: Conversation) -> None:
+        """Take the stored state (the caller's instance is the one a socket keeps)."""
+        for f in self._meta.concrete_fields:
+            setattr(self, f.attname, getattr(stored, f.attname))
 
     def _append(self, **fields: Any) -> Message:
         """Take the next sequence number and store an entry. Caller holds the row lock."""
@@ -578,18 +745,122 @@ class Conversation(models.Model):
         return {"kind": "conversation", "conversation": self.pk, "summary": self.summary()}
 
 
-def _check_capacity(advisor: Any) -> AdvisorProfile:
-    """Lock the advisor's profile (made if missing; so concurrent takes count against a stable
-    number) and refuse a take beyond their capacity; the profile. Inside the caller's
-    transaction."""
+class Rule(NamedTuple):
+    """What must hold on a conversation's row for a change, and the refusal when it does not.
+    A change filters its row by its rules (advice.store), so each rule is written once, for
+    the ORM and the statements on PostgreSQL alike."""
+
+    code: str
+    message: str
+    holds: Q
+
+    def refusal(self) -> DomainError:
+        return DomainError(self.code, self.message)
+
+
+ENDED = Rule(
+    "conversation_ended",
+    "This conversation has already ended.",
+    Q(status__in=Conversation.OPEN_STATUSES),
+)
+TAKEN = Rule(
+    "already_taken",
+    "Another advisor has taken this conversation.",
+    Q(status=Conversation.Status.WAITING),
+)
+
+
+def theirs(advisor: Any) -> Rule:
+    return Rule(
+        "not_your_conversation", "This conversation is not open for you.", Q(advisor=advisor)
+    )
+
+
+def active_and_theirs(advisor: Any) -> Rule:
+    rule = theirs(advisor)
+    return rule._replace(holds=rule.holds & Q(status=Conversation.Status.ACTIVE))
+
+
+def queue_empty() -> DomainError:
+    return DomainError("queue_empty", "Nobody is waiting.")
+
+
+def explain(pk: int, rules: list[Rule]) -> DomainError:
+    """The first of `rules` that does not hold for the conversation now, as its refusal (one
+    query). Should they all hold again, the first rule's."""
+    flags = (
+        Conversation.objects.filter(pk=pk)
+        .annotate(
+            **{
+                f"rule_{n}": ExpressionWrapper(rule.holds, output_field=BooleanField())
+                for n, rule in enumerate(rules)
+            }
+        )
+        .values(*(f"rule_{n}" for n in range(len(rules))))
+        .first()
+    ) or {}
+    for n, rule in enumerate(rules):
+        if not flags.get(f"rule_{n}"):
+            return rule.refusal()
+    return rules[0].refusal()
+
+
+class LineClosed(DomainError):
+    """The line is closed for the visitor's county; `status` says when it opens."""
+
+    def __init__(self, status: Any) -> None:
+        super().__init__("line_closed", "The line is closed.")
+        self.status = status
+
+
+def check_line_open(county: str) -> None:
+    from advice import hours
+
+    status = hours.line_status(county)
+    if not status.open:
+        raise LineClosed(status)
+
+
+def lock_within_capacity(advisor: Any) -> AdvisorProfile:
+    """Lock the advisor's profile (made if missing), so that concurrent takes count against a
+    stable number, and refuse a take beyond their capacity. Inside the caller's transaction."""
     profile, _created = AdvisorProfile.objects.select_for_update().get_or_create(user=advisor)
-    active = Conversation.objects.filter(advisor=advisor, status=Conversation.Status.ACTIVE)
-    if active.count() >= profile.capacity:
+    check_capacity(profile.capacity, active_of(advisor).count())
+    return profile
+
+
+def active_of(advisor: Any) -> models.QuerySet:
+    return Conversation.objects.filter(advisor=advisor, status=Conversation.Status.ACTIVE)
+
+
+def check_capacity(capacity: int, active: int) -> None:
+    if active >= capacity:
         raise DomainError(
             "capacity_reached",
             "You already have as many conversations as your capacity allows.",
         )
-    return profile
+
+
+def take_preference(spoken: set[str], now: datetime) -> list[Any]:
+    """The order in which an advisor who speaks `spoken` takes the next conversation.
+
+    Urgent conversations always come first. Within urgent and within the rest, a conversation
+    the advisor can hold without an interpreter comes before one in a language the advisor
+    does not speak, and that before one that needs an interpreter; otherwise queue order
+    holds. The preference lapses once a conversation has waited TAKE_NEXT_PREFERENCE_MINUTES:
+    past that it is taken in plain queue order, so a visitor who needs an interpreter is never
+    passed over for ever by advisors who would rather not arrange one."""
+    overdue = now - timedelta(minutes=settings.TAKE_NEXT_PREFERENCE_MINUTES)
+    needed = Case(
+        When(interpreter_needed=True, then=F("interpreter_language")), default=F("language")
+    )
+    fit = Case(
+        When(created_at__lte=overdue, then=Value(0)),
+        When(In(needed, sorted(spoken)), then=Value(0)),
+        When(interpreter_needed=True, then=Value(2)),
+        default=Value(1),
+    )
+    return [F("urgent").desc(), fit, "created_at", "pk"]
 
 
 def check_outcome(outcome: Any) -> None:
@@ -610,39 +881,15 @@ def validate_text(text: Any) -> str:
     return text
 
 
-class _Candidate(NamedTuple):
-    """A waiting conversation as take_next chooses among them: the fields of the choice, and
-    the choosing rules of Conversation itself."""
-
-    pk: int
-    language: str
-    urgent: bool
-    interpreter_needed: bool
-    interpreter_language: str
-    created_at: datetime
-
-    language_needed = Conversation.language_needed
-    fit_for = Conversation.fit_for
-
-
 def _next_seq(conversation_id: int) -> int:
-    """Hand out the conversation's next sequence number (the caller holds its row lock): one
-    UPDATE … RETURNING (PostgreSQL, and SQLite since 3.35), not an UPDATE and a SELECT."""
-    table = Conversation._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f'UPDATE "{table}" SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq',  # noqa: S608
-            [conversation_id],
-        )
-        return cursor.fetchone()[0]
+    """Hand out the conversation's next sequence number (the caller holds its row lock)."""
+    Conversation.objects.filter(pk=conversation_id).update(last_seq=F("last_seq") + 1)
+    return Conversation.objects.filter(pk=conversation_id).values_list("last_seq", flat=True)[0]
 
 
 # take_next chooses among this many at the head of the queue.
 TAKE_NEXT_CANDIDATES = 50
-
-
-def queue_changed() -> dict[str, Any]:
-    return {"kind": "queue"}
+queue_changed = events.queue_changed
 
 
 class Message(models.Model):
@@ -701,6 +948,40 @@ class Message(models.Model):
         if plaintext is not None:
             return plaintext
         return crypto.decrypt(self.body) if self.body else ""
+
+    @classmethod
+    def record_delivery(
+        cls, pk: int, measure: Callable[[], tuple[str, str | None, str]]
+    ) -> list[dict[str, Any]]:
+        """How far a text sent through another service (an SMS answer) got: `measure()`, read
+        under the entry's lock, gives (delivery, error, error code). Kept in the entry's data
+        and published when it changed."""
+        with transaction.atomic():
+            message = (
+                cls.objects.select_for_update(of=("self",))
+                .select_related("conversation")
+                .get(pk=pk)
+            )
+            delivery, error, code = measure()
+            data = dict(message.data)
+            if data.get("delivery") == delivery and data.get("delivery_error") == error:
+                return []
+            data.update(delivery=delivery, delivery_error=error)
+            if code:
+                data["delivery_error_code"] = code
+            cls.objects.filter(pk=pk).update(data=data)
+            return events.on_commit(
+                [
+                    {
+                        "kind": "delivery",
+                        "conversation": message.conversation_id,
+                        "public_id": str(message.conversation.public_id),
+                        "seq": message.seq,
+                        "delivery": delivery,
+                        "delivery_error": error,
+                    }
+                ]
+            )
 
     def as_event(self) -> dict[str, Any]:
         return {

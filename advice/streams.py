@@ -8,29 +8,23 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from advice import fastpath
+from advice import store
 from advice.models import Conversation, QueueSnapshot
 
 # The most entries `entries_after` returns at once (realtime.sockets.JsonSocket.catch_up_page).
-PAGE = fastpath.PAGE
+PAGE = 500
 
 
 async def entries_after(
     conversation_id: int, after: int, conversation: Conversation | None = None
 ) -> list[dict[str, Any]]:
-    """The stream's entries after seq `after`, at most PAGE of them, as events: through the fast
-    path with the conversation in hand, else through the ORM by id."""
+    """The stream's entries after seq `after`, at most PAGE of them, as events."""
     if conversation is None:
-        return await database_sync_to_async(_entries_after)(conversation_id, after)
-    return await fastpath.entries_after(conversation, after)
-
-
-def _entries_after(conversation_id: int, seq: int) -> list[dict[str, Any]]:
-    conversation = Conversation.objects.get(pk=conversation_id)
-    return [m.as_event() for m in conversation.messages_after(seq)]
+        conversation = await database_sync_to_async(Conversation.objects.get)(pk=conversation_id)
+    return [m.as_event() for m in await conversation.amessages_after(after, PAGE)]
 
 
 async def load_queue() -> QueueSnapshot:
-    """The queue's snapshot, loaded on the fast path's worker threads: off the shared database
-    thread, which every handshake of the process uses."""
-    return await fastpath.orm(QueueSnapshot.load)()
+    """The queue's snapshot, loaded on the worker threads: off the shared database thread,
+    which every handshake of the process uses."""
+    return await store.orm(QueueSnapshot.load)()

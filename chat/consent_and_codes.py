@@ -9,10 +9,10 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from advice import fastpath, interpreters, returncodes
+from advice import interpreters, returncodes, store
 from advice.choices import COUNTIES, InterpreterGender
 from advice.hours import line_closed_frame, line_status
-from advice.models import Conversation
+from advice.models import Conversation, LineClosed
 from realtime.sockets import ProtocolError, field
 
 COUNTY_CHOICES = ["", *(code for code, _name in COUNTIES)]
@@ -53,20 +53,18 @@ class ConsentAndCodeFrames:
         return code
 
     async def start_if_open(self, return_code: str, options: dict[str, Any]) -> Any:
-        """Start the conversation, or, while the line is closed, tell the visitor when it opens
-        and return None. In a surge hundreds of visitors start at once: on PostgreSQL a start
-        without a return code is one statement on the event loop's own connections
-        (advice.fastpath.start_web); otherwise the check and the start are one call off the
-        shared database thread (advice.fastpath.orm), so that no other database call of the
-        process waits behind them (docs/performance.md)."""
-        outcome = None if return_code.strip() else await fastpath.start_web(options)
-        if outcome is None:
-            outcome = await fastpath.orm(_start_while_open)(return_code, options)
-        status, started = outcome
-        if started is None:
-            frame = await database_sync_to_async(line_closed_frame)(status, options["language"])
+        """Start the conversation (Conversation.start_web), or, while the line is closed, tell
+        the visitor when it opens and return None."""
+        try:
+            if return_code.strip():
+                return await store.orm(returncodes.start_web_conversation)(return_code, **options)
+            return await Conversation.astart_web(**options)
+        except LineClosed as closed:
+            frame = await database_sync_to_async(line_closed_frame)(
+                closed.status, options["language"]
+            )
             await self.send_frame(frame)
-        return started
+            return None
 
     # --- frames --------------------------------------------------------------------------
 
@@ -87,8 +85,7 @@ class ConsentAndCodeFrames:
     async def handle_interpreter_answer(self, frame: dict[str, Any]) -> None:
         conversation = self._require_conversation()
         accept = field(frame, "accept", bool)
-        events = await database_sync_to_async(interpreters.answer)(conversation, accept)
-        self.publish(events)
+        await database_sync_to_async(interpreters.answer)(conversation, accept)
 
     async def handle_return_code(self, frame: dict[str, Any]) -> None:
         conversation = self._require_conversation()
@@ -116,14 +113,6 @@ class ConsentAndCodeFrames:
         """After a (re)connect: an interpreter still waiting for this visitor's answer."""
         if await database_sync_to_async(interpreters.waiting_request)(conversation):
             await self.send_frame({"type": "interpreter_request"})
-
-
-def _start_while_open(return_code: str, options: dict[str, Any]) -> tuple[Any, Any]:
-    """(the line's status, what Conversation.start_web returned or None while closed)."""
-    status = line_status(options.get("county", ""))
-    if not status.open:
-        return status, None
-    return status, returncodes.start_web_conversation(return_code, **options)
 
 
 def consent_and_code_strings() -> dict[str, Any]:

@@ -3,18 +3,15 @@ were given when they started, sent inside a frame (never in the URL)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.utils import timezone
 
-from advice import fastpath, streams
+from advice import streams
 from advice.choices import COUNTIES, INTERPRETER_LANGUAGES, SafeNow, Writer
 from advice.models import Conversation, DomainError, Message, QueueSnapshot
 from chat.consent_and_codes import ConsentAndCodeFrames
-from chat.quick_exit import quick_exit
 from realtime.sockets import (
     JsonSocket,
     ProtocolError,
@@ -89,15 +86,14 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
         started = await self.start_if_open(return_code, options)
         if started is None:
             return  # the visitor was told when the line opens (`line_closed`)
-        conversation, token, events = started
+        conversation, token, _events = started
         await self.send_frame({"type": "started", "token": token})
         await self._attach(conversation, after_seq=0, new=True)
-        self.publish(events)
 
     async def handle_resume(self, frame: dict[str, Any]) -> None:
         token = field(frame, "token", str, max_length=128)
         last_seq = seq_field(frame)
-        conversation = await database_sync_to_async(_conversation_for_token)(token)
+        conversation = await database_sync_to_async(Conversation.for_visitor)(token)
         if conversation is None:
             raise ProtocolError("invalid_token", "This conversation cannot be found.")
         if self.conversation is not None and self.conversation.pk != conversation.pk:
@@ -108,12 +104,11 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
         conversation = self._require_conversation()
         client_id = client_id_field(frame)
         text = field(frame, "text", str)
-        message, _created, events = await fastpath.post(
-            conversation, sender=Message.Sender.VISITOR, text=text, client_id=client_id
+        message, _created, _events = await conversation.apost(
+            sender=Message.Sender.VISITOR, text=text, client_id=client_id
         )
-        # Acknowledged only now: the text is committed.
+        # Acknowledged only now: the text is committed (its broadcast follows the ack).
         await self.send_frame({"type": "ack", "client_id": client_id, "seq": message.seq})
-        self.publish(events)
 
     async def handle_typing(self, frame: dict[str, Any]) -> None:
         conversation = self._require_conversation()
@@ -131,19 +126,17 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
 
     async def handle_leave(self, frame: dict[str, Any]) -> None:
         conversation = self._require_conversation()
-        events = await database_sync_to_async(conversation.end_by_visitor)()
-        self.publish(events)
+        await database_sync_to_async(conversation.end_by_visitor)()
 
     async def handle_quick_exit(self, frame: dict[str, Any]) -> None:
         """The visitor pressed quick exit: end the conversation, revoke the token, and close.
         The page sends the same news as a keep-alive POST to /exit/ (chat.views.exit_page), in
         case this socket is down; whichever comes second finds nothing left to do."""
         conversation = self._require_conversation()
-        events = await database_sync_to_async(quick_exit)(conversation)
+        await database_sync_to_async(conversation.quick_exit)()
         # Stop following it: nothing more goes to a page that is gone.
         self.hub.remove(self)
         self.conversation = None
-        self.publish(events)
         await self.close(code=4000)
 
     # --- events ----------------------------------------------------------------------------
@@ -210,17 +203,3 @@ class VisitorConsumer(ConsentAndCodeFrames, JsonSocket):
         if self.conversation is None:
             raise ProtocolError("no_conversation", "Start or resume a conversation first.")
         return self.conversation
-
-
-def _conversation_for_token(token: str) -> Conversation | None:
-    """The conversation a token opens: open ones, and ended ones for a short while, so the
-    visitor can still read the last messages after a reload. Never after a quick exit."""
-    conversation = Conversation.objects.for_visitor_token(token).first()
-    if conversation is None or conversation.is_open:
-        return conversation
-    if conversation.end_reason == Conversation.EndReason.QUICK_EXIT:
-        return None
-    grace = timedelta(minutes=settings.VISITOR_TOKEN_GRACE_MINUTES)
-    if conversation.ended_at and timezone.now() - conversation.ended_at > grace:
-        return None
-    return conversation

@@ -24,7 +24,6 @@ from django.views.decorators.http import require_GET, require_http_methods
 from advice.choices import COUNTIES, INTERPRETER_LANGUAGES, SafeNow, Writer
 from chat.quick_exit import quick_exit_by_token
 from chat.strings import chat_strings, quick_exit_strings
-from realtime.hub import publish
 
 # What /exit/ asks the browser to forget about this site (QE-9). Firefox applies the header
 # only to a 2xx response, so /exit/ answers 200, never a redirect.
@@ -144,7 +143,6 @@ async def exit_page(request: HttpRequest) -> HttpResponse:
                     status=404,
                 )
             else:
-                await publish(events)
                 response = JsonResponse({"status": "ended"})
     else:
         response = visitor_page(request, "chat/exit.html", page="exit", csrf=False)

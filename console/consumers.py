@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db.models import Q
 
-from advice import fastpath, streams
+from advice import store, streams
 from advice.choices import INTERPRETER_LANGUAGES, Channel, Outcome
 from advice.contacts import with_contacts
 from advice.models import AdvisorProfile, Conversation, DomainError, Message, QueueSnapshot
@@ -100,7 +100,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         )
 
     async def connect(self) -> None:
-        self.user = await fastpath.advisor_orm(_verified_advisor_with_time_left)(self.scope)
+        self.user = await store.advisor_orm(_verified_advisor_with_time_left)(self.scope)
         if self.user is None:
             await self.close(code=4403)  # before accept: the handshake fails with 403
             return
@@ -112,13 +112,12 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         # again once the advisor acts ACTIVITY_WRITE_INTERVAL after it.
         self.activity_written_at = float(self.scope["session"].get(LAST_ACTIVE_AT, 0))
         self.session_task = asyncio.create_task(self._close_when_session_ends())
-        self.profile = await fastpath.advisor_orm(AdvisorProfile.for_user)(self.user)
+        self.profile = await store.advisor_orm(AdvisorProfile.for_user)(self.user)
         # public id -> conversation, for the conversations this socket follows.
         self.conversations: dict[str, Conversation] = {}
         # public id -> the summary this socket showed when it took the conversation itself.
         self.shown_by_take: dict[str, dict[str, Any]] = {}
         self.hub.add_advisor(self)
-        fastpath.warm_takes(len(self.hub.advisors))
         await self.accept()
         await self.send_frame(
             {
@@ -160,24 +159,24 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         for key, value in seen.items():
             _check_public_id(key, "conversations")
             last_seqs[key] = seq_field({"s": value}, "s")
-        mine = await fastpath.advisor_orm(_conversations_to_resume)(self.user, list(last_seqs))
+        mine = await store.advisor_orm(_conversations_to_resume)(self.user, list(last_seqs))
         for conversation in mine:
             await self._follow(conversation, last_seqs.get(str(conversation.public_id), 0))
 
     @advisor_action
     async def handle_take(self, frame: dict[str, Any]) -> None:
         conversation = await self._lookup(frame, must_be_mine=False)
-        # Taking and closing run off the shared database thread (advice.fastpath.advisor_orm),
-        # so an advisor's take does not wait behind a surge of visitors arriving.
-        events = await fastpath.advisor_orm(conversation.take)(self.user)
-        await self._follow_taken(conversation, events)
+        # Off the shared database thread, so an advisor's take does not wait behind a surge of
+        # visitors arriving.
+        await store.advisor_orm(conversation.take)(self.user)
+        await self._follow_taken(conversation)
 
     @advisor_action
     async def handle_take_next(self, frame: dict[str, Any]) -> None:
-        conversation, events = await fastpath.take_next(self.user)
-        await self._follow_taken(conversation, events)
+        conversation, _events = await Conversation.atake_next(self.user)
+        await self._follow_taken(conversation)
 
-    async def _follow_taken(self, conversation: Conversation, events: list[dict]) -> None:
+    async def _follow_taken(self, conversation: Conversation) -> None:
         """This socket follows what it has just taken at once, with the conversation it has in
         hand; the advisor's other sockets follow when the event reaches them. (Through the
         event this socket would load the conversation again first: under load every wait
@@ -186,7 +185,6 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         self.conversations[public_id] = conversation
         # The take's own event reaches this socket too; it needs no second showing.
         self.shown_by_take[public_id] = conversation.summary()
-        self.publish(events)
         # Nothing to show beside the stream yet: notes and interpreter invitations belong to
         # the conversation's advisor (returncodes.save_note, interpreters.invite), and until
         # this take it had none.
@@ -195,15 +193,14 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
     @advisor_action
     async def handle_send(self, frame: dict[str, Any]) -> None:
         # A conversation this socket follows needs no lookup: posting checks that it is still
-        # open and still this advisor's (advice.fastpath, Conversation.post).
+        # open and still this advisor's (Conversation.post_rules).
         public_id = frame.get("conversation")
         conversation = (
             self.conversations.get(public_id) if isinstance(public_id, str) else None
         ) or await self._lookup(frame)
         client_id = client_id_field(frame)
         text = field(frame, "text", str)
-        message, _created, events = await fastpath.post(
-            conversation,
+        message, _created, _events = await conversation.apost(
             sender=Message.Sender.ADVISOR,
             text=text,
             client_id=client_id,
@@ -217,7 +214,6 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
                 "seq": message.seq,
             }
         )
-        self.publish(events)
 
     @advisor_action
     async def handle_typing(self, frame: dict[str, Any]) -> None:
@@ -237,8 +233,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
     async def handle_mark_urgent(self, frame: dict[str, Any]) -> None:
         conversation = await self._lookup(frame, must_be_mine=False)
         urgent = field(frame, "urgent", bool, default=True)
-        events = await fastpath.advisor_orm(conversation.set_urgent)(self.user, urgent)
-        self.publish(events)
+        await store.advisor_orm(conversation.set_urgent)(self.user, urgent)
 
     @advisor_action
     async def handle_set_interpreter(self, frame: dict[str, Any]) -> None:
@@ -251,10 +246,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
             default="",
             choices=[""] + [code for code, _name in INTERPRETER_LANGUAGES],
         )
-        events = await fastpath.advisor_orm(conversation.set_interpreter)(
-            self.user, needed, language
-        )
-        self.publish(events)
+        await store.advisor_orm(conversation.set_interpreter)(self.user, needed, language)
 
     @advisor_action
     async def handle_close(self, frame: dict[str, Any]) -> None:
@@ -265,7 +257,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
             self.conversations.get(public_id) if isinstance(public_id, str) else None
         ) or await self._lookup(frame)
         outcome = field(frame, "outcome", str, choices=Outcome.values)
-        self.publish(await fastpath.close(conversation, self.user, outcome))
+        await conversation.aclose(self.user, outcome)
 
     # --- events ----------------------------------------------------------------------------
 
@@ -281,7 +273,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
             if summary["advisor"] == self.advisor_id and public_id not in self.conversations:
                 # Just taken (here or on another of the advisor's sockets): follow it from the
                 # start, so the advisor reads what the visitor wrote while waiting.
-                conversation = await fastpath.advisor_orm(Conversation.objects.get)(
+                conversation = await store.advisor_orm(Conversation.objects.get)(
                     pk=event["conversation"]
                 )
                 await self._follow(conversation, 0)
@@ -366,7 +358,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         if now - self.activity_written_at < ACTIVITY_WRITE_INTERVAL:
             return True
         self.activity_written_at = now
-        deadline = await fastpath.advisor_orm(record_socket_activity)(self.session_key)
+        deadline = await store.advisor_orm(record_socket_activity)(self.session_key)
         if deadline is None:
             await self._end(SESSION_ENDED)
             return False
@@ -381,7 +373,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         if time.time() < self.session_deadline:
             return True
         try:
-            deadline = await fastpath.advisor_orm(valid_session_deadline)(
+            deadline = await store.advisor_orm(valid_session_deadline)(
                 self.session_key, self.advisor_id
             )
         except Exception:
@@ -424,7 +416,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         """SMS summaries get the sender's number, masked unless this advisor may see it."""
         if not any(s.get("channel") == Channel.SMS for s in summaries):
             return summaries
-        return await fastpath.advisor_orm(with_contacts)(
+        return await store.advisor_orm(with_contacts)(
             summaries, full=self.profile.can_see_phone_numbers, cache=cache
         )
 
@@ -432,7 +424,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
         public_id = field(frame, "conversation", str, max_length=64)
         _check_public_id(public_id, "conversation")
         find = Conversation.objects.filter(public_id=public_id).first
-        conversation = await fastpath.advisor_orm(find)()
+        conversation = await store.advisor_orm(find)()
         if conversation is None:
             raise DomainError("not_found", "There is no such conversation.")
         if must_be_mine and conversation.advisor_id != self.user.pk:

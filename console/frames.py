@@ -8,7 +8,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from advice import fastpath, interpreters, returncodes
+from advice import interpreters, returncodes, store
 from advice.models import Conversation, DomainError
 from realtime.sockets import ProtocolError, field
 
@@ -40,7 +40,7 @@ class InterpreterAndNoteFrames:
     async def handle_invite_interpreter(self, frame: dict[str, Any]) -> None:
         await self._counts_as_activity()
         conversation = await self._lookup(frame)
-        invitation, secret, events = await database_sync_to_async(interpreters.invite)(
+        invitation, secret, _events = await database_sync_to_async(interpreters.invite)(
             conversation, self.user
         )
         # The link goes to this socket only, once: the advisor passes it to the interpreter.
@@ -52,20 +52,17 @@ class InterpreterAndNoteFrames:
                 "invitation": invitation.as_dict(),
             }
         )
-        self.publish(events)
 
     async def handle_revoke_interpreter(self, frame: dict[str, Any]) -> None:
         await self._counts_as_activity()
         conversation = await self._lookup(frame)
-        events = await database_sync_to_async(interpreters.revoke)(conversation, self.user)
-        self.publish(events)
+        await database_sync_to_async(interpreters.revoke)(conversation, self.user)
 
     async def handle_share_with_interpreter(self, frame: dict[str, Any]) -> None:
         await self._counts_as_activity()
         conversation = await self._lookup(frame)
         from_seq = field(frame, "from_seq", int, default=1)
-        events = await database_sync_to_async(interpreters.share)(conversation, self.user, from_seq)
-        self.publish(events)
+        await database_sync_to_async(interpreters.share)(conversation, self.user, from_seq)
 
     async def on_interpreter_event(self, event: dict[str, Any]) -> None:
         await self.send_frame(
@@ -106,7 +103,7 @@ class InterpreterAndNoteFrames:
 
     async def send_extras_of(self, conversation: Conversation) -> None:
         """What the console shows beside the stream: the notes and the interpreter's state."""
-        note, invitation = await fastpath.advisor_orm(_extras_of)(conversation)
+        note, invitation = await store.advisor_orm(_extras_of)(conversation)
         if note:
             await self.send_frame(self._note_frame(conversation, note))
         if invitation is not None:

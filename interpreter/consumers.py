@@ -59,10 +59,9 @@ class InterpreterConsumer(JsonSocket):
         if self.invitation is not None:
             raise ProtocolError("already_joined", "This socket already has an invitation.")
         key = field(frame, "key", str, max_length=128)
-        invitation, token, events = await database_sync_to_async(interpreters.open_link)(key)
+        invitation, token, _events = await database_sync_to_async(interpreters.open_link)(key)
         await self.send_frame({"type": "welcome", "token": token})
         await self._attach(invitation, after_seq=0)
-        self.publish(events)
 
     async def handle_resume(self, frame: dict[str, Any]) -> None:
         token = field(frame, "token", str, max_length=128)
@@ -78,11 +77,10 @@ class InterpreterConsumer(JsonSocket):
         invitation = self._require_joined()
         client_id = client_id_field(frame)
         text = field(frame, "text", str)
-        message, _created, events = await database_sync_to_async(interpreters.post)(
+        message, _created, _events = await database_sync_to_async(interpreters.post)(
             invitation, text, client_id
         )
         await self.send_frame({"type": "ack", "client_id": client_id, "seq": message.seq})
-        self.publish(events)
 
     async def handle_typing(self, frame: dict[str, Any]) -> None:
         invitation = self._require_joined()
@@ -101,8 +99,7 @@ class InterpreterConsumer(JsonSocket):
     async def handle_leave(self, frame: dict[str, Any]) -> None:
         if self.invitation is None:
             raise ProtocolError("no_invitation", "Open the invitation link first.")
-        events = await database_sync_to_async(interpreters.leave)(self.invitation)
-        self.publish(events)
+        await database_sync_to_async(interpreters.leave)(self.invitation)
 
     # --- events ----------------------------------------------------------------------------
 

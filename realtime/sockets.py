@@ -21,6 +21,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from realtime.hub import get_hub
+from realtime.publish import holding
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +203,11 @@ class JsonSocket(AsyncWebsocketConsumer):
             frame_type = frame["type"]
             if frame_type not in self.frame_types:
                 raise ProtocolError("unknown_type", f"Unknown frame type '{frame_type[:40]}'.")
-            await getattr(self, f"handle_{frame_type}")(frame)
+            with holding() as committed_meanwhile:
+                try:
+                    await getattr(self, f"handle_{frame_type}")(frame)
+                finally:
+                    self.publish(committed_meanwhile)
         except self.refused as e:
             await self.send_frame(
                 {

@@ -1,8 +1,9 @@
 """The advisor's answers on their way to a phone: the outbox and delivery.
 
-An advisor's text in an SMS conversation is saved by `Conversation.post`, which sends
-`message_posted` inside its transaction; the receiver here writes the outbox rows in that same
-transaction, so the answer and its SMS are committed together or not at all. The worker sends
+An advisor's text in an SMS conversation is saved by `Conversation.post` (which refuses it when
+it cannot be sent) and `message_posted` is sent once it is committed; the receiver here writes
+its outbox rows, and should the process stop first the worker queues the answer it finds
+without them (`queue_forgotten`), so no committed answer is left unsent. The worker sends
 them (sms.worker); Twilio's status callbacks (sms.views.status) and the worker move each row's
 status forward, never back, and the advisor's message carries the delivery of the whole answer
 in its data ("delivery", "delivery_error"), which reaches the console live as a "delivery"
@@ -13,16 +14,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 from django.dispatch import receiver
 from django.utils import timezone, translation
 
 from advice import crypto
 from advice.choices import Channel
-from advice.models import Conversation, DomainError, Message, message_posted
+from advice.models import Conversation, Message, message_posted
 from sms import provider
 from sms.models import OutboundSms, SmsThread, TwilioDeletion
 
@@ -30,6 +33,9 @@ Status = OutboundSms.Status
 
 # Twilio accepts a body of at most 1,600 characters; longer answers go as several texts.
 MAX_PART_LENGTH = 1600
+# An answer without outbox rows this long after its commit was forgotten (the process stopped
+# before `queue_answer` ran): the worker queues it.
+FORGOTTEN_AFTER = timedelta(seconds=30)
 
 # How far each status has come. A status only ever moves to a higher rank, so a late "sent"
 # never overwrites "delivered" and a repeated callback changes nothing.
@@ -104,37 +110,56 @@ def wake_worker() -> None:
     _wake_worker.set()
 
 
-@receiver(message_posted, dispatch_uid="sms.outbox.queue_answer")
+@receiver(message_posted, sender=Channel.SMS, dispatch_uid="sms.outbox.queue_answer")
 def queue_answer(
     sender: Any, conversation: Conversation, message: Message, text: str, **kwargs: Any
 ) -> None:
-    """Write an advisor's answer in an SMS conversation to the outbox, in the transaction that
-    stores it (the caller holds it)."""
-    if conversation.channel != Channel.SMS or message.sender != Message.Sender.ADVISOR:
+    """Write an advisor's answer in an SMS conversation to the outbox once it is committed
+    (the domain has checked that it can be sent: Conversation.post_rules). Should the process
+    stop before this, the worker finds the answer without outbox rows (`queue_forgotten`)."""
+    if message.sender != Message.Sender.ADVISOR:
         return
-    if not settings.SMS_ENABLED:
-        raise DomainError("sms_off", "Texts cannot be sent: the SMS channel is switched off.")
-    thread = SmsThread.objects.filter(conversation=conversation).first()
+    queue(message, text)
+    wake_worker()
+
+
+def queue(message: Message, text: str) -> bool:
+    """The outbox rows of an answer, once (False: it had them already)."""
+    thread = SmsThread.objects.filter(conversation_id=message.conversation_id).first()
     if thread is None:
-        raise DomainError("sms_no_number", "This conversation has no number to answer.")
+        return False
     parts = split_text(text)
-    OutboundSms.objects.bulk_create(
-        [
-            OutboundSms(
-                thread=thread,
-                message=message,
-                part=number,
-                parts=len(parts),
-                body=crypto.encrypt(part),
-            )
-            for number, part in enumerate(parts, start=1)
-        ]
-    )
-    # The event `post` returns is built from message.data after this: the console shows the
-    # answer as queued from the first frame.
-    message.data = {**message.data, "delivery": "queued", "delivery_error": None}
-    Message.objects.filter(pk=message.pk).update(data=message.data)
-    transaction.on_commit(wake_worker)
+    with transaction.atomic():
+        if OutboundSms.objects.filter(message=message).exists():
+            return False
+        OutboundSms.objects.bulk_create(
+            [
+                OutboundSms(
+                    thread=thread,
+                    message=message,
+                    part=number,
+                    parts=len(parts),
+                    body=crypto.encrypt(part),
+                )
+                for number, part in enumerate(parts, start=1)
+            ]
+        )
+    return True
+
+
+def queue_forgotten(since: Any) -> int:
+    """Answers committed since `since` that have no outbox rows (the process stopped between
+    the commit and `queue_answer`): queued now. How many."""
+    forgotten = Message.objects.filter(
+        conversation__channel=Channel.SMS,
+        sender=Message.Sender.ADVISOR,
+        created_at__gte=since,
+        created_at__lte=timezone.now() - FORGOTTEN_AFTER,
+    ).exclude(Exists(OutboundSms.objects.filter(message=OuterRef("pk"))))
+    queued = 0
+    for message in forgotten.select_related("conversation")[:100]:
+        queued += queue(message, message.text)
+    return queued
 
 
 # --- delivery ---------------------------------------------------------------------------------
@@ -174,32 +199,14 @@ def delivery_of(rows: Iterable[OutboundSms]) -> tuple[str, str | None, str]:
 
 
 def refresh_delivery(message_id: int) -> list[dict[str, Any]]:
-    """Bring the answer's delivery in its message data up to date with its parts; returns the
-    "delivery" event for the console if it changed. Caller holds a transaction."""
-    message = (
-        Message.objects.select_for_update(of=("self",))
-        .select_related("conversation")
-        .get(pk=message_id)
-    )
-    rows = OutboundSms.objects.filter(message_id=message_id).only("status", "error_code")
-    delivery, error, code = delivery_of(rows)
-    data = dict(message.data)
-    if data.get("delivery") == delivery and data.get("delivery_error") == error:
-        return []
-    data.update(delivery=delivery, delivery_error=error)
-    if code:
-        data["delivery_error_code"] = code
-    Message.objects.filter(pk=message_id).update(data=data)
-    return [
-        {
-            "kind": "delivery",
-            "conversation": message.conversation_id,
-            "public_id": str(message.conversation.public_id),
-            "seq": message.seq,
-            "delivery": delivery,
-            "delivery_error": error,
-        }
-    ]
+    """Bring the answer's delivery up to date with its parts (Message.record_delivery, which
+    publishes the change). Caller holds a transaction."""
+
+    def measure() -> tuple[str, str | None, str]:
+        rows = OutboundSms.objects.filter(message_id=message_id).only("status", "error_code")
+        return delivery_of(rows)
+
+    return Message.record_delivery(message_id, measure)
 
 
 def schedule_deletion(message_sid: str) -> None:

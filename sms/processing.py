@@ -47,19 +47,17 @@ def _current_thread(sender_hash: str) -> tuple[SmsThread | None, Conversation | 
 
 def _post(conversation: Conversation, row: InboundSms, text: str) -> tuple[Message, list[dict]]:
     message, _created, events = conversation.post(
-        sender=Message.Sender.VISITOR, text=text, client_id=row.message_sid
+        sender=Message.Sender.VISITOR,
+        text=text,
+        client_id=row.message_sid,
+        data={"attachments": row.num_media} if row.num_media else None,
     )
-    if row.num_media:
-        message.data = {**message.data, "attachments": row.num_media}
-        Message.objects.filter(pk=message.pk).update(data=message.data)
-        message.conversation = conversation
-        events = [message.as_event()]
     return message, events
 
 
 def process(row: InboundSms) -> list[dict[str, Any]]:
     """Put one stored text into its conversation. Caller holds a transaction (and the row);
-    returns the events to publish after commit."""
+    the domain publishes the events (returned too) after commit."""
     sender = crypto.decrypt(row.sender)
     body = crypto.decrypt(row.body)
     word = keyword(body)

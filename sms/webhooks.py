@@ -26,7 +26,6 @@ from django.utils.datastructures import MultiValueDict
 from twilio.twiml.messaging_response import MessagingResponse
 
 from advice import fastpath
-from realtime.hub import publish_on_commit
 from sms import provider, replies
 from sms.inbound import (
     MESSAGE_SID,
@@ -249,6 +248,5 @@ def _status(hook: Webhook, form: MultiValueDict) -> Answer:
             row.twilio_sid = sid
         elif row.twilio_sid != sid:
             return Answer(204)
-        events = record_status(row, new_status, error_code=error_code, twilio_sid=sid)
-        publish_on_commit(events)
+        record_status(row, new_status, error_code=error_code, twilio_sid=sid)
     return Answer(204)

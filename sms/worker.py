@@ -46,7 +46,8 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from advice.models import DomainError
 from realtime import hub as realtime
-from sms import processing, provider
+from realtime.publish import holding
+from sms import outbox, processing, provider
 from sms.models import InboundSms, OutboundSms, SmsOptOut, TwilioDeletion
 from sms.outbox import RANK, _wake_worker, record_status, refresh_delivery
 
@@ -119,9 +120,20 @@ class Worker:
     def run_once(self) -> int:
         """Run each step until it has nothing to do (or BATCH items); returns items handled."""
         done = 0
-        for step in (self.process_inbound, self.send_outbound, self.delete_at_twilio):
+        steps = (
+            self.process_inbound,
+            self.queue_forgotten,
+            self.send_outbound,
+            self.delete_at_twilio,
+        )
+        for step in steps:
             for _ in range(BATCH):
-                if not step():
+                # The domain publishes what the step committed; it goes out through this
+                # worker's publish (the web process's loop, or Redis).
+                with holding() as committed:
+                    did_something = step()
+                self.publish(committed)
+                if not did_something:
                     break
                 done += 1
         return done
@@ -176,7 +188,7 @@ class Worker:
                 return False
             try:
                 with transaction.atomic():
-                    events = processing.process(row)
+                    processing.process(row)
             except Exception as error:
                 reason = error.code if isinstance(error, DomainError) else type(error).__name__
                 attempts = row.attempts + 1
@@ -192,7 +204,6 @@ class Worker:
                     attempts,
                 )
                 return True
-        self.publish(events)
         return True
 
     # --- 2. outbound ------------------------------------------------------------------------
@@ -203,8 +214,7 @@ class Worker:
         if claimed is None:
             return False
         row, token, doubt_since = claimed
-        events = self._send(row, token, doubt_since)
-        self.publish(events)
+        self._send(row, token, doubt_since)
         return True
 
     def _claim_outbound(self, now: datetime) -> tuple[OutboundSms, str, datetime | None] | None:
@@ -353,6 +363,10 @@ class Worker:
         return []
 
     # --- 3. deletion at Twilio --------------------------------------------------------------
+
+    def queue_forgotten(self) -> bool:
+        """Answers committed without outbox rows (sms.outbox.queue_forgotten)."""
+        return bool(outbox.queue_forgotten(timezone.now() - timedelta(days=1)))
 
     def delete_at_twilio(self) -> bool:
         now = timezone.now()

@@ -98,7 +98,7 @@ def announced(
 ) -> list[dict[str, Any]]:
     """Events as two runs of one action on two conversations can compare them: without the
     ids and the summary's `times` (which differ between the two), and the advisor named only
-    as "the one who acted" (tests/test_take_next_fastpath.py, tests/test_close_fastpath.py)."""
+    as "the one who acted" (tests/test_take_next.py, tests/test_close.py)."""
     out = []
     for event in events:
         event = {

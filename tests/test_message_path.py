@@ -1,9 +1,9 @@
-"""The message path under load (issue 5): the fast append and read of advice.fastpath keep
-exactly the rules of Conversation.post, on both paths; the queue tells every waiting visitor
-their place at a bounded cost; idle sockets are closed.
+"""The message path under load: the statements compiled from Conversation.post's Change
+(Conversation.apost) keep exactly its rules, on both paths; the queue tells every waiting
+visitor their place at a bounded cost; idle sockets are closed.
 
-On PostgreSQL the fast-path tests run twice, once on each path (MESSAGE_FAST_PATH); on SQLite
-both runs take the ORM path, which is the only one there."""
+On PostgreSQL these tests run twice, once on each path (MESSAGE_FAST_PATH); on SQLite both
+runs take the ORM path, which is the only one there."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 
-from advice import crypto, fastpath
+from advice import crypto, streams
 from advice.choices import Channel
 from advice.models import (
     QUEUE_SENT_TO_ADVISORS,
@@ -47,7 +47,7 @@ def new_conversation(advisor=None, channel: str = Channel.WEB) -> Conversation:
 
 
 async def post(conversation, **kwargs):
-    return await fastpath.post(conversation, **kwargs)
+    return await conversation.apost(**kwargs)
 
 
 async def test_texts_get_gap_free_numbers_and_are_stored_encrypted_on_both_paths(path, advisor):
@@ -121,7 +121,7 @@ async def test_texts_to_many_conversations_at_once_are_each_stored_once_in_order
     path, advisor, other_advisor
 ):
     """On the fast path, texts that arrive together are stored together (one statement for
-    many conversations, advice.fastpath._append_texts); each conversation still numbers its
+    many conversations, advice.store.apply_async); each conversation still numbers its
     texts without gaps, a retried client id is stored once, and a text the rules refuse is
     refused alone."""
 
@@ -171,21 +171,23 @@ async def test_texts_to_many_conversations_at_once_are_each_stored_once_in_order
         )
 
 
-async def test_an_sms_conversation_takes_the_orm_path_so_its_channel_acts_in_the_same_transaction(
-    path, advisor
+@pytest.mark.parametrize("channel", [Channel.WEB, Channel.SMS])
+async def test_message_posted_is_sent_once_the_text_is_committed_on_both_paths(
+    path, advisor, channel
 ):
-    conversation = await sync_to_async(new_conversation)(advisor, Channel.SMS)
+    conversation = await sync_to_async(new_conversation)(advisor, channel)
     heard = []
 
     def listener(sender, conversation, message, text, **kwargs):
-        heard.append((conversation.pk, text))
+        stored = Message.objects.filter(pk=message.pk, seq=message.seq).exists()
+        heard.append((conversation.pk, text, stored))
 
-    message_posted.connect(listener, dispatch_uid="test-message-path")
+    message_posted.connect(listener, sender=channel, dispatch_uid="test-message-path")
     try:
         await post(conversation, sender="visitor", text="via sms", client_id="s1")
     finally:
-        message_posted.disconnect(dispatch_uid="test-message-path")
-    assert heard == [(conversation.pk, "via sms")]
+        message_posted.disconnect(sender=channel, dispatch_uid="test-message-path")
+    assert heard == [(conversation.pk, "via sms", True)]
 
 
 async def test_reading_after_a_seq_gives_what_the_orm_gives_on_both_paths(path, advisor):
@@ -196,13 +198,13 @@ async def test_reading_after_a_seq_gives_what_the_orm_gives_on_both_paths(path, 
     def orm_events():
         return [m.as_event() for m in conversation.messages_after(2)]
 
-    assert await fastpath.entries_after(conversation, 2) == await sync_to_async(orm_events)()
+    read = await streams.entries_after(conversation.pk, 2, conversation)
+    assert read == await sync_to_async(orm_events)()
 
 
 async def test_reading_after_seqs_of_many_conversations_at_once_gives_each_its_own_on_both_paths(
     path, advisor
 ):
-    """Catch-ups that arrive together are read in one statement on PostgreSQL."""
     conversations = [await sync_to_async(new_conversation)(advisor) for _ in range(3)]
     for n, conversation in enumerate(conversations):
         for i in range(n + 2):
@@ -212,15 +214,14 @@ async def test_reading_after_seqs_of_many_conversations_at_once_gives_each_its_o
     def orm_events():
         return [[m.as_event() for m in c.messages_after(after)] for c, after in wanted]
 
-    read = await asyncio.gather(*(fastpath.entries_after(c, after) for c, after in wanted))
+    read = await asyncio.gather(*(streams.entries_after(c.pk, after, c) for c, after in wanted))
     assert read == await sync_to_async(orm_events)()
     assert [len(entries) for entries in read] == [3, 1, 4, 2, 5, 3]
 
 
 async def test_visitors_starting_at_once_each_get_what_the_orm_would_store_on_both_paths(path):
-    """Starts that arrive together are stored in one statement on PostgreSQL: each visitor
-    still gets a conversation of their own, as Conversation.new_web defines it, with its
-    `created` entry."""
+    """Starts that arrive together are stored together on PostgreSQL: each visitor still gets a
+    conversation of their own, as Conversation.new_web defines it, with its `created` entry."""
     from advice.models import ConversationEvent, hash_token
 
     frames = [

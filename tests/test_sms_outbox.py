@@ -6,6 +6,7 @@ deletion at Twilio is retried until Twilio allows it."""
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.test import TestCase
 import time_machine
 from django.test import Client
 
@@ -53,14 +54,31 @@ def conversation(fake_twilio, advisor, worker):
     return conversation
 
 
-def answer(conversation, advisor, text="Hej! Vi hjälper dig."):
-    message, _created, _events = conversation.post(
-        sender=Message.Sender.ADVISOR,
-        text=text,
-        client_id=f"c{Message.objects.count()}",
-        advisor=advisor,
-    )
+def answer(conversation, advisor, text="Hej! Vi hjälper dig.", committed=True):
+    """The advisor's answer, with what runs once it has committed (the outbox's receiver), or
+    without it (`committed=False`: the process stopped first)."""
+    with TestCase.captureOnCommitCallbacks(execute=committed):
+        message, _created, _events = conversation.post(
+            sender=Message.Sender.ADVISOR,
+            text=text,
+            client_id=f"c{Message.objects.count()}",
+            advisor=advisor,
+        )
     return message
+
+
+def test_an_answer_whose_process_stopped_before_its_outbox_rows_is_still_sent(
+    conversation, advisor, worker, fake_twilio
+):
+    message = answer(conversation, advisor, committed=False)
+    assert not OutboundSms.objects.exists()
+    worker.run_until_idle()
+    assert not fake_twilio.created()  # the receiver may still be on its way
+    with later(1):
+        worker.run_until_idle()
+    [sent] = fake_twilio.created()
+    assert sent["body"] == message.text
+    assert OutboundSms.objects.get().message_id == message.pk
 
 
 def later(minutes):
@@ -164,6 +182,7 @@ def test_the_same_words_sent_before_are_not_mistaken_for_the_answer_in_doubt(
         (21610, "blocked texts"),
     ],
 )
+@pytest.mark.django_db(transaction=True)  # the domain publishes once committed
 def test_a_permanent_error_fails_the_answer_and_tells_the_advisor_why(
     conversation, advisor, worker, published, fake_twilio, code, words, settings
 ):
@@ -185,6 +204,7 @@ def test_a_permanent_error_fails_the_answer_and_tells_the_advisor_why(
     assert len(fake_twilio.creates()) == 1
 
 
+@pytest.mark.django_db(transaction=True)  # the domain publishes once committed
 def test_an_answer_is_given_up_after_the_last_attempt(
     conversation, advisor, worker, published, fake_twilio, monkeypatch
 ):

@@ -649,7 +649,7 @@ async def test_events_from_synchronous_code_wait_for_the_commit_and_vanish_with_
     from asgiref.sync import sync_to_async
     from django.db import transaction
 
-    from realtime.hub import get_hub, publish_on_commit
+    from realtime.hub import get_hub
 
     visitor, _ = await start_visitor()
     conversation = await only_conversation()
@@ -662,10 +662,10 @@ async def test_events_from_synchronous_code_wait_for_the_commit_and_vanish_with_
     def post(client_id: str, *, rollback: bool) -> list[tuple[int, bool]]:
         try:
             with transaction.atomic():
-                _message, _created, events = conversation.post(
+                # The domain publishes once the outer transaction commits.
+                conversation.post(
                     sender=Message.Sender.VISITOR, text="via sms", client_id=client_id
                 )
-                publish_on_commit(events)
                 seen_inside = list(probe.seen)
                 if rollback:
                     raise Undo
@@ -725,7 +725,9 @@ async def test_the_estimated_wait_follows_the_recent_waits_even_when_the_place_s
 async def test_a_text_whose_doorbell_was_lost_reaches_the_visitor_with_the_next_one(advisor):
     """A process died between commit and publish: the event never came. The next event shows
     a gap in the seqs, and the socket reads what it missed from the database."""
+    from advice import events
     from realtime.hub import publish
+    from realtime.publish import committed
 
     visitor, _ = await start_visitor()
     await drain(visitor)
@@ -733,10 +735,15 @@ async def test_a_text_whose_doorbell_was_lost_reaches_the_visitor_with_the_next_
 
     @database_sync_to_async
     def post_quietly(text: str) -> list[dict]:
-        _message, _created, events = conversation.post(
-            sender=Message.Sender.VISITOR, text=text, client_id=text
-        )
-        return events
+        # As if the process died after the commit: the domain's events reach no kernel.
+        events.disconnect(committed)
+        try:
+            _message, _created, posted = conversation.post(
+                sender=Message.Sender.VISITOR, text=text, client_id=text
+            )
+        finally:
+            events.connect(committed)
+        return posted
 
     await post_quietly("lost 1")
     await post_quietly("lost 2")

@@ -1,9 +1,7 @@
-"""An advisor's "next" on PostgreSQL's fast path (advice.fastpath.take_next) chooses what
-Conversation.take_next chooses, writes what it writes and hands out each waiting conversation
-once, however many advisors press "next" at once.
-
-Conversation.take_next is the rule: every example here asks both and compares. The fast path
-exists only on PostgreSQL; on SQLite the consumer takes the ORM path, tested everywhere else."""
+"""An advisor's "next": on PostgreSQL the statement compiled from `ConversationQuerySet.next_for`
+(Conversation.atake_next) takes what the ORM's `Conversation.take_next` takes, writes what it
+writes, and hands out each waiting conversation once, however many advisors press "next" at
+once. The ORM path is tested on both databases everywhere else."""
 
 from __future__ import annotations
 
@@ -18,7 +16,6 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from advice import fastpath
 from advice.models import (
     TAKE_NEXT_CANDIDATES,
     AdvisorProfile,
@@ -27,12 +24,12 @@ from advice.models import (
     DomainError,
     Message,
 )
-from tests.factories import advisor_socket, announced, make_advisor, receive_until
+from tests.factories import announced, make_advisor
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
-        connection.vendor != "postgresql", reason="the fast path is PostgreSQL's only"
+        connection.vendor != "postgresql", reason="the statements are PostgreSQL's only"
     ),
 ]
 
@@ -109,7 +106,7 @@ spoken = st.one_of(
     capacity=st.integers(min_value=0, max_value=3),
     active=st.integers(min_value=0, max_value=3),
 )
-async def test_the_fast_path_takes_what_take_next_would_take(
+async def test_the_statement_takes_what_take_next_would_take(
     transactional_db, queue, languages, capacity, active
 ):
     @sync_to_async
@@ -129,13 +126,12 @@ async def test_the_fast_path_takes_what_take_next_would_take(
 
     user = await arrange()
     expected = await sync_to_async(orm_choice)(user)
-    taken = await fastpath.take_next_in_one_go(user)
-    if isinstance(expected, str):
-        # Refused (nobody waiting, or at capacity): the fast path takes nothing, and the ORM
-        # path says why.
-        assert taken is None, expected
+    try:
+        taken, _events = await Conversation.atake_next(user)
+    except DomainError as e:
+        assert e.code == expected  # refused alike: nobody waiting, or at capacity
     else:
-        assert taken is not None and taken[0].pk == expected
+        assert taken.pk == expected
 
 
 def make_advisor_once() -> Any:
@@ -148,7 +144,7 @@ def make_advisor_once() -> Any:
     return user
 
 
-async def test_an_advisor_without_a_profile_is_left_to_the_orm_path_which_makes_one(
+async def test_an_advisor_without_a_profile_gets_one_and_takes(
     transactional_db,
 ):
     @sync_to_async
@@ -158,8 +154,7 @@ async def test_an_advisor_without_a_profile_is_left_to_the_orm_path_which_makes_
         return user, waiting(timezone.now())
 
     user, conversation = await arrange()
-    assert await fastpath.take_next_in_one_go(user) is None
-    taken, _events = await fastpath.take_next(user)
+    taken, _events = await Conversation.atake_next(user)
     assert taken.pk == conversation.pk
     assert await sync_to_async(AdvisorProfile.objects.filter(user=user).exists)()
 
@@ -177,7 +172,7 @@ async def test_only_the_head_of_the_queue_is_chosen_from_on_both_paths(transacti
 
     user, first, _fits = await arrange()
     assert await sync_to_async(orm_choice)(user) == first.pk
-    taken, _events = await fastpath.take_next_in_one_go(user)
+    taken, _events = await Conversation.atake_next(user)
     assert taken.pk == first.pk
 
 
@@ -209,7 +204,7 @@ def written_by_the_take(conversation: Conversation, advisor: Any) -> dict[str, A
     }
 
 
-async def test_the_fast_path_writes_and_announces_what_take_next_does(transactional_db):
+async def test_the_statement_writes_and_announces_what_take_next_does(transactional_db):
     @sync_to_async
     def arrange() -> tuple[Any, Any]:
         return make_advisor("fast", capacity=1), make_advisor("slow", capacity=1)
@@ -218,14 +213,14 @@ async def test_the_fast_path_writes_and_announces_what_take_next_does(transactio
     by_orm = await sync_to_async(waiting)(timezone.now(), language="ar", urgent=True)
     taken_by_orm, orm_events = await sync_to_async(Conversation.take_next)(slow)
     by_fast = await sync_to_async(waiting)(timezone.now(), language="ar", urgent=True)
-    taken_by_fast, fast_events = await fastpath.take_next_in_one_go(fast)
+    taken_by_fast, fast_events = await Conversation.atake_next(fast)
     assert (taken_by_orm.pk, taken_by_fast.pk) == (by_orm.pk, by_fast.pk)
 
     written = sync_to_async(written_by_the_take)
     assert await written(by_fast, fast) == await written(by_orm, slow)
     times = ("created_at", "taken_at")
     assert announced(fast_events, fast, times) == announced(orm_events, slow, times)
-    # What the fast path hands back is the stored row, whole.
+    # What the statement hands back is the stored row, whole.
     stored = await sync_to_async(Conversation.objects.get)(pk=by_fast.pk)
     assert [getattr(taken_by_fast, f.attname) for f in Conversation._meta.concrete_fields] == [
         getattr(stored, f.attname) for f in Conversation._meta.concrete_fields
@@ -249,7 +244,7 @@ async def test_many_advisors_at_once_each_waiting_conversation_goes_to_exactly_o
 
     async def press_next(user: Any) -> int | str:
         try:
-            conversation, _events = await fastpath.take_next(user)
+            conversation, _events = await Conversation.atake_next(user)
         except DomainError as e:
             return e.code
         return conversation.pk
@@ -285,7 +280,7 @@ async def test_one_advisor_pressing_next_on_many_sockets_at_once_stays_within_ca
 
     async def press_next() -> str:
         try:
-            await fastpath.take_next(user)
+            await Conversation.atake_next(user)
         except DomainError as e:
             return e.code
         return "taken"
@@ -297,14 +292,12 @@ async def test_one_advisor_pressing_next_on_many_sockets_at_once_stays_within_ca
     assert await sync_to_async(count)() == 2
 
 
-async def test_a_take_the_database_refuses_fails_its_round_trip_and_leaves_nothing_half_done(
+async def test_a_take_the_database_refuses_leaves_nothing_half_done(
     transactional_db,
 ):
-    """Takes that wait together go in one round trip (advice.fastpath._TakeLine). When the
-    database refuses one (here a trigger refuses the victim's audit row), its advisor hears
-    of it, the takes before it in the round trip stand, those after it (which the server
-    skipped) are taken by the ORM path, each conversation is either still waiting or wholly
-    taken, and the failed connection is not used again."""
+    """When the database refuses one take (here a trigger refuses the victim's audit row), its
+    advisor hears of it, the others' takes stand, and each conversation is either still
+    waiting or wholly taken."""
 
     @sync_to_async
     def arrange() -> tuple[list[Any], Any]:
@@ -337,7 +330,7 @@ async def test_a_take_the_database_refuses_fails_its_round_trip_and_leaves_nothi
     try:
         results = await asyncio.wait_for(
             asyncio.gather(
-                *(fastpath.take_next(user) for user in advisors),
+                *(Conversation.atake_next(user) for user in advisors),
                 return_exceptions=True,
             ),
             10,
@@ -362,39 +355,6 @@ async def test_a_take_the_database_refuses_fails_its_round_trip_and_leaves_nothi
 
     await consistent(refused=victim)
     # The one refused takes now.
-    conversation, _events = await fastpath.take_next(victim)
+    conversation, _events = await Conversation.atake_next(victim)
     assert conversation.advisor_id == victim.pk
     await consistent()
-
-
-async def test_connections_for_takes_are_opened_as_advisors_connect(transactional_db):
-    """One connection per advisor connected, up to the pool's size, opened (and its take
-    statements prepared) before anyone presses "next"; the first take then opens none."""
-    users = await sync_to_async(lambda: [make_advisor(f"early{i}") for i in range(6)])()
-    line = fastpath._take_line()
-
-    async def opened(count: int) -> None:
-        for _ in range(100):
-            if len(line.pool.every) == count and line.warming is None:
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"{len(line.pool.every)} connections, not {count}")
-
-    consoles = []
-    for n, user in enumerate(users[:2], start=1):
-        console, _connected = await advisor_socket(user)
-        await receive_until(console, "hello")
-        consoles.append(console)
-        await opened(n)
-    for user in users[2:]:
-        console, _connected = await advisor_socket(user)
-        await receive_until(console, "hello")
-        consoles.append(console)
-    await opened(fastpath.ADVISOR_POOL_SIZE)
-
-    await sync_to_async(waiting)(timezone.now())
-    await consoles[0].send_json_to({"type": "take_next"})
-    await receive_until(consoles[0], "conversation")
-    assert len(line.pool.every) == fastpath.ADVISOR_POOL_SIZE
-    for console in consoles:
-        await console.disconnect()

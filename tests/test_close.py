@@ -1,8 +1,6 @@
-"""An advisor's close on PostgreSQL's fast path (advice.fastpath.close) writes what
-Conversation.close writes, announces what it announces and refuses what it refuses.
-
-Conversation.close is the rule: every example here asks both and compares. The fast path
-exists only on PostgreSQL; on SQLite the consumer takes the ORM path, tested everywhere else."""
+"""An advisor's close on PostgreSQL's statement (Conversation.aclose, compiled from the same
+Change as Conversation.close) writes what the ORM's close writes, announces what it announces
+and refuses what it refuses."""
 
 from __future__ import annotations
 
@@ -13,7 +11,6 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from advice import fastpath
 from advice.choices import Outcome
 from advice.models import Conversation, ConversationEvent, DomainError, Message
 from tests.factories import announced, make_advisor
@@ -21,7 +18,7 @@ from tests.factories import announced, make_advisor
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
-        connection.vendor != "postgresql", reason="the fast path is PostgreSQL's only"
+        connection.vendor != "postgresql", reason="the statements are PostgreSQL's only"
     ),
 ]
 
@@ -61,12 +58,12 @@ def written_by_the_close(conversation: Conversation, advisor: Any) -> dict[str, 
     }
 
 
-async def test_the_fast_path_writes_and_announces_what_close_does(transactional_db):
+async def test_the_statement_writes_and_announces_what_close_does(transactional_db):
     fast, slow = await sync_to_async(lambda: (make_advisor("fast"), make_advisor("slow")))()
     by_orm, by_fast = await active_with(slow), await active_with(fast)
 
     orm_events = await sync_to_async(by_orm.close)(slow, Outcome.values[0])
-    fast_events = await fastpath.close(by_fast, fast, Outcome.values[0])
+    fast_events = await by_fast.aclose(fast, Outcome.values[0])
 
     written = sync_to_async(written_by_the_close)
     assert await written(by_fast, fast) == await written(by_orm, slow)
@@ -89,13 +86,13 @@ async def test_the_fast_path_writes_and_announces_what_close_does(transactional_
         ("mine", ["a list"], "invalid_outcome"),
     ],
 )
-async def test_what_close_refuses_the_fast_path_refuses_and_changes_nothing(
+async def test_what_close_refuses_the_statement_refuses_and_changes_nothing(
     transactional_db, whose, outcome, code
 ):
     me, other = await sync_to_async(lambda: (make_advisor("me"), make_advisor("other")))()
     conversation = await active_with(other if whose == "someone else's" else me)
     if whose == "mine, closed":
-        await fastpath.close(conversation, me, Outcome.values[0])
+        await conversation.aclose(me, Outcome.values[0])
 
     @sync_to_async
     def stored() -> tuple[Any, ...]:
@@ -104,7 +101,7 @@ async def test_what_close_refuses_the_fast_path_refuses_and_changes_nothing(
 
     before = await stored()
     with pytest.raises(DomainError) as refused:
-        await fastpath.close(conversation, me, outcome)
+        await conversation.aclose(me, outcome)
     assert refused.value.code == code
     assert await stored() == before
 
@@ -113,7 +110,7 @@ async def test_closing_twice_at_once_closes_once(transactional_db):
     me = await sync_to_async(make_advisor)("twice")
     conversation = await active_with(me)
     results = await asyncio.gather(
-        *(fastpath.close(conversation, me, Outcome.values[0]) for _ in range(5)),
+        *(conversation.aclose(me, Outcome.values[0]) for _ in range(5)),
         return_exceptions=True,
     )
     refused = [r for r in results if isinstance(r, DomainError)]
