@@ -662,7 +662,7 @@ def test_a_chat_in_a_language_the_advisor_lacks_comes_before_one_that_needs_an_i
     from tests.factories import make_advisor
 
     swedish = make_advisor("sara", languages=["sv"])
-    needs_interpreter = waiting(6, interpreter_needed=True, interpreter_language="fa")
+    waiting(6, interpreter_needed=True, interpreter_language="fa")
     english_chat = waiting(4, language="en")
     taken, _events = Conversation.take_next(swedish)
     assert taken.pk == english_chat.pk

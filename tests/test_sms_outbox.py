@@ -6,9 +6,8 @@ deletion at Twilio is retried until Twilio allows it."""
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.test import TestCase
 import time_machine
-from django.test import Client
+from django.test import Client, TestCase
 
 from advice.models import Conversation, Message
 from sms import worker as worker_module
