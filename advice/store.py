@@ -33,6 +33,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connection as django_connection
 from django.db import connections, models, transaction
 from django.db.models import F
@@ -214,14 +215,17 @@ async def _apply_together(changes: list[Change]) -> list[tuple | None]:
     import psycopg
 
     jobs = [_job(change) for change in changes]
-    order = sorted(range(len(changes)), key=lambda i: changes[i].pk)
+    # A change whose rules no row can meet (Django's compiler says so) is refused here.
+    order = sorted((i for i, job in enumerate(jobs) if job), key=lambda i: changes[i].pk)
+    results: list[tuple | None] = [None] * len(jobs)
+    if not order:
+        return results
     try:
         rows = await run_together([jobs[i] for i in order])
     except psycopg.Error:
-        if len(jobs) == 1:
+        if len(order) == 1:
             raise
-        return [await _alone(job) for job in jobs]
-    results: list[tuple | None] = [None] * len(jobs)
+        rows = [await _alone(jobs[i]) for i in order]
     for i, row in zip(order, rows, strict=True):
         results[i] = row
     return results
@@ -233,10 +237,14 @@ async def _alone(job: list[tuple[str, Any]]) -> tuple | None:
 
 
 def _job(change: Change) -> list[tuple[str, Any]]:
-    """The change as statements: lock the row, then the change's statement."""
+    """The change as statements: lock the row, then the change's statement (none when no row
+    can meet its rules)."""
     model = change.rows.model
     lock = model.objects.filter(pk=change.pk).values_list("pk")
-    return [_locking(lock), _statement(change)]
+    try:
+        return [_locking(lock), _statement(change)]
+    except EmptyResultSet:
+        return []
 
 
 def _locking(queryset: models.QuerySet, skip_locked: bool = False) -> tuple[str, Any]:
@@ -377,7 +385,10 @@ def _insert_with_children(instance: models.Model, children: tuple) -> tuple[str,
 
 async def select_async(queryset: models.QuerySet) -> list[models.Model]:
     """The queryset's model instances, read on this event loop's connections."""
-    sql, params = queryset.query.sql_with_params()
+    try:
+        sql, params = queryset.query.sql_with_params()
+    except EmptyResultSet:
+        return []
     async with (await _pool()).connection() as conn:
         cursor = await conn.execute(sql, params)
         rows = await cursor.fetchall()
