@@ -24,24 +24,16 @@ way to Redis, the next events wait and go together), and the queue is reloaded a
 QUEUE_REFRESH_INTERVAL however often it changes, one query per process for every waiting
 visitor and advisor of that process.
 
-A hub rings only when there is another process to hear it. The hubs that have sockets keep
-their names in a registry in Redis (`Presence`), refreshed every PRESENCE_INTERVAL (a hub
-counts while its channel has a subscriber: a process that died counts no more at once); a hub
-that finds itself alone there, and has heard from no other for PRESENCE_TTL, stops ringing (one
-process serving everything spent a quarter of its CPU on rings that only came back to itself:
-docs/performance.md, item 33). No event may be missed for it: a new hub enters the registry
-before it reads it, says hello to every hub it found there and lets its sockets in only once
-each has answered (or WELCOME_TIMEOUT has passed). A hub that hears a hello rings from then on,
-and answers only after that; so every event it did not ring was committed before the new hub's
-sockets read the database, and every later one is rung. Of two hubs entering together, the
-later one's read finds the earlier one, which is already subscribed and hears its hello.
-Processes without sockets (the SMS worker, management commands) always ring.
+A new hub lets its sockets in only once it hears a ring of its own: Redis then has its
+subscription, so every event committed after its sockets read the database reaches them. Every
+hub rings, even the only one: its ring comes back to it and is dropped, a fraction of a
+millisecond of CPU per event, which at a line's rates is not worth knowing which other
+processes exist.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -52,7 +44,6 @@ from typing import Any, Protocol
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.conf import settings
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -77,14 +68,10 @@ QUEUE_FANOUT_PAUSE_FACTOR = 2
 QUEUE_FANOUT_SLICE = 50
 # Events one listener may have waiting for it before it counts as unable to keep up.
 MAILBOX_LIMIT = 500
-# A hub's entry in the registry of hubs with sockets is refreshed this often, and counts for
-# this long: a process that died without leaving is forgotten after PRESENCE_TTL.
-PRESENCE_INTERVAL = 5.0
-PRESENCE_TTL = 15.0
-PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
-# How long a new hub waits for the others' answers before it lets its sockets in anyway (one
-# that has not answered by then is hung).
-WELCOME_TIMEOUT = 1.0
+# How long a new hub waits to hear its own ring before it lets its sockets in anyway (Redis
+# unreachable: their clients catch up when they resume), and how often it rings meanwhile.
+SUBSCRIBE_TIMEOUT = 1.0
+SUBSCRIBE_RETRY = 0.1
 
 
 # The queue's snapshot is the domain's (a QueueSnapshot of advice.models); the hub only passes it
@@ -193,22 +180,16 @@ class Hub:
         self._outgoing: list[dict[str, Any]] = []
         self._outgoing_sent: asyncio.Future | None = None
         self._ringer: asyncio.Task | None = None
-        # Whether there is no other process to ring (only a started hub ever finds out), when
-        # another hub with sockets was last heard from, and the hubs a new one waits for.
+        # Set once this hub has heard a ring of its own: its subscription is in.
+        self._heard_itself = asyncio.Event()
         self._started = False
-        self.alone = False
-        self._others_heard_at = float("-inf")
-        self._unanswered: set[str] = set()
-        self._all_answered = asyncio.Event()
-        self._presence: asyncio.Task | None = None
-        self._answers: set[asyncio.Task] = set()
 
     # --- registration ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Join the doorbell group and the registry of hubs (once per process), unless the
-        layer is in-memory: then this process is the whole service and local delivery is all
-        there is. Returns once the other hubs know of this one."""
+        """Join the doorbell group (once per process), unless the layer is in-memory: then this
+        process is the whole service and local delivery is all there is. Returns once this hub
+        hears the rings published from then on."""
         layer = get_channel_layer()
         if self._started or layer is None or isinstance(layer, InMemoryChannelLayer):
             return
@@ -218,93 +199,29 @@ class Hub:
             self._channel = await layer.new_channel("hub.")
             await layer.group_add(GROUP, self._channel)
             self._reader = asyncio.create_task(self._read(layer), name="advice-hub-reader")
-            presence = Presence.for_settings()
-            if presence is not None:
-                try:
-                    await self._enter(layer, presence)
-                except Exception:
-                    # Not alone, then: every event is rung, as before the registry.
-                    logger.exception("could not enter the registry of hubs")
-                self._presence = asyncio.create_task(
-                    self._stay_present(presence), name="advice-hub-presence"
-                )
+            await self._hear_itself(layer)
             self._started = True
 
-    async def _enter(self, layer: Any, presence: Presence) -> None:
-        others, _new = await presence.refresh(self._channel)
-        if others:
-            self._unanswered = set(others)
-            self._all_answered.clear()
-            await layer.group_send(GROUP, self._doorbell_message(hello=True))
+    async def _hear_itself(self, layer: Any) -> None:
+        """Ring until this hub hears itself. The layer sends SUBSCRIBE without waiting for
+        Redis to take it, and a ring that Redis takes first would pass this hub by; one heard
+        proves that every later one is heard."""
+        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
+        while time.monotonic() < deadline:
             try:
-                await asyncio.wait_for(self._all_answered.wait(), WELCOME_TIMEOUT)
+                await layer.group_send(GROUP, self._doorbell_message())
+            except Exception:
+                logger.exception("could not ring this process's own hub")
+                return
+            try:
+                await asyncio.wait_for(self._heard_itself.wait(), SUBSCRIBE_RETRY)
+                return
             except TimeoutError:
-                logger.warning(
-                    "%d other process(es) did not answer within %s s",
-                    len(self._unanswered),
-                    WELCOME_TIMEOUT,
-                )
-        self._update_alone(others)
+                pass
+        logger.warning("this process did not hear its own ring within %s s", SUBSCRIBE_TIMEOUT)
 
-    async def _stay_present(self, presence: Presence) -> None:
-        try:
-            while True:
-                await asyncio.sleep(PRESENCE_INTERVAL)
-                try:
-                    others, entered_anew = await presence.refresh(self._channel)
-                except Exception:
-                    logger.exception("could not refresh this hub's entry in the registry")
-                    self.alone = False
-                    continue
-                if entered_anew:
-                    # The registry lost this hub (Redis restarted, or this process stalled
-                    # past PRESENCE_TTL): the others may not have entered again yet. Count
-                    # on them until every live one has had time to.
-                    self._others_heard_at = time.monotonic()
-                self._update_alone(others)
-        finally:
-            # The event loop is going away (a test's; a server's on shutdown): leave at once
-            # rather than after PRESENCE_TTL, so that a hub starting next waits for nobody.
-            with contextlib.suppress(Exception):
-                await presence.leave(self._channel)
-            await presence.close()
-
-    def _update_alone(self, others: list[str]) -> None:
-        heard_lately = time.monotonic() - self._others_heard_at < PRESENCE_TTL
-        self.alone = not others and not heard_lately
-
-    def _heard_from_another(self, message: dict[str, Any], layer: Any) -> None:
-        """A message from another hub that has sockets: ring from now on; answer a hello
-        (only now, after ringing has been switched on); count an answer to this hub's."""
-        self._others_heard_at = time.monotonic()
-        self.alone = False
-        sender = message.get("channel")
-        if message.get("hello"):
-            answer = asyncio.create_task(self._answer(layer, sender))
-            self._answers.add(answer)
-            answer.add_done_callback(self._answers.discard)
-        if message.get("welcome") == self._channel:
-            self._unanswered.discard(sender)
-            if not self._unanswered:
-                self._all_answered.set()
-
-    async def _answer(self, layer: Any, newcomer: str) -> None:
-        try:
-            await layer.group_send(GROUP, self._doorbell_message(welcome=newcomer))
-        except Exception:
-            # The newcomer stops waiting after WELCOME_TIMEOUT; this hub rings it regardless.
-            logger.exception("could not answer a new process")
-
-    def _doorbell_message(self, events: list[dict[str, Any]] | None = None, **extra: Any) -> dict:
-        # "listens": sent by a hub with sockets, which must be rung (not the SMS worker's).
-        return {
-            "type": "advice.event",
-            "origin": self.origin,
-            "listens": self._reader is not None,
-            "channel": self._channel,
-            "events": events or [],
-            **extra,
-        }
+    def _doorbell_message(self, events: list[dict[str, Any]] | None = None) -> dict:
+        return {"type": "advice.event", "origin": self.origin, "events": events or []}
 
     def subscribe(self, conversation_id: int, listener: Listener) -> None:
         self.by_conversation[conversation_id].add(listener)
@@ -355,12 +272,7 @@ class Hub:
         for event in events:
             self._deliver(event)
         layer = get_channel_layer()
-        if (
-            events
-            and not self.alone
-            and layer is not None
-            and not isinstance(layer, InMemoryChannelLayer)
-        ):
+        if events and layer is not None and not isinstance(layer, InMemoryChannelLayer):
             return asyncio.shield(self._ring(layer, events))
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)
@@ -403,9 +315,8 @@ class Hub:
                 await asyncio.sleep(0.5)
                 continue
             if message.get("origin") == self.origin:
+                self._heard_itself.set()
                 continue
-            if message.get("listens"):
-                self._heard_from_another(message, layer)
             for event in message.get("events", []):
                 try:
                     self._deliver(event)
@@ -481,52 +392,6 @@ class Hub:
             spent += time.monotonic() - began
             await asyncio.sleep(0)
         return spent
-
-
-class Presence:
-    """The registry of hubs with sockets: a sorted set in Redis (under the service's channel
-    prefix). Each hub is entered by the name of its own channel on the pub/sub layer, scored
-    with the time until which the entry counts; a hub counts only while its channel has a
-    subscriber, so one whose process died (and with it its connection to Redis) counts no
-    more at once, whatever its entry says."""
-
-    def __init__(self, url: str, key: str) -> None:
-        import redis.asyncio
-
-        self.redis = redis.asyncio.Redis.from_url(url)
-        self.key = key
-
-    @classmethod
-    def for_settings(cls) -> Presence | None:
-        """None (ring always) unless the layer is the pub/sub one on a single Redis, where a
-        hub's channel is a Redis channel of that name."""
-        layer = settings.CHANNEL_LAYERS.get("default", {})
-        hosts = layer.get("CONFIG", {}).get("hosts", [])
-        if layer.get("BACKEND") != PUBSUB_LAYER or len(hosts) != 1 or not settings.REDIS_URL:
-            return None
-        return cls(settings.REDIS_URL, f"{settings.CHANNEL_PREFIX}.hubs")
-
-    async def refresh(self, channel: str) -> tuple[list[str], bool]:
-        """Enter or stay in the registry and drop the entries that lapsed: returns the other
-        hubs, and whether this hub's entry had to be made anew. The entry is in before the
-        read, in one transaction (see the module's docstring)."""
-        now = time.time()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self.key, {channel: now + PRESENCE_TTL})
-            pipe.zremrangebyscore(self.key, "-inf", now)
-            pipe.zrange(self.key, 0, -1)
-            added, _dropped, members = await pipe.execute()
-        others = [m.decode() for m in members if m.decode() != channel]
-        if others:
-            subscribed = await self.redis.pubsub_numsub(*others)
-            others = [name.decode() for name, count in subscribed if count]
-        return others, bool(added)
-
-    async def leave(self, channel: str) -> None:
-        await self.redis.zrem(self.key, channel)
-
-    async def close(self) -> None:
-        await self.redis.aclose()
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
