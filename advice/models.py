@@ -575,16 +575,11 @@ class Conversation(models.Model):
             created_at=timezone.now(),
         )
         message.plaintext = text  # for the event: no need to decrypt what was just encrypted
-        rows = Conversation.objects.filter(*(rule.holds for rule in rules), pk=self.pk)
-        if client_id:
-            # A text sent again (a retry after a dropped connection) is stored once.
-            rows = rows.exclude(
-                Exists(
-                    Message.objects.filter(
-                        conversation=OuterRef("pk"), sender=sender, client_id=client_id
-                    )
-                )
-            )
+        rows = store.Guard(
+            _post_rows,
+            shape=(Conversation.post_rules, self.channel, sender, settings.SMS_ENABLED),
+            values=(self.pk, getattr(advisor, "pk", advisor), client_id or None),
+        )
         return store.Change(self.pk, rows, entry=message), rules
 
     def post(
@@ -779,6 +774,27 @@ def theirs(advisor: Any) -> Rule:
 def active_and_theirs(advisor: Any) -> Rule:
     rule = theirs(advisor)
     return rule._replace(holds=rule.holds & Q(status=Conversation.Status.ACTIVE))
+
+
+def _post_rows(
+    post_rules: Callable,
+    channel: str,
+    sender: str,
+    _sms_enabled: bool,
+    pk: int,
+    advisor: int | None,
+    client_id: str | None,
+) -> models.QuerySet:
+    """The conversation where a text from `sender` may be stored: `post_rules`, and a client id
+    not used before (a text sent again after a dropped connection is stored once)."""
+    rules = post_rules(Conversation(pk=pk, channel=channel), sender, advisor)
+    rows = Conversation.objects.filter(*(rule.holds for rule in rules), pk=pk)
+    if client_id is not None:
+        sent_before = Message.objects.filter(
+            conversation=OuterRef("pk"), sender=sender, client_id=client_id
+        )
+        rows = rows.exclude(Exists(sent_before))
+    return rows
 
 
 def queue_empty() -> DomainError:

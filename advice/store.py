@@ -88,23 +88,112 @@ def advisor_orm(function: Any) -> Any:
 # --- a change ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Guard:
+    """The rows of a change as a function of its inputs: `build(*shape, *values)` returns the
+    QuerySet. Changes of one shape (the same `build`, `shape` and None-ness of `values`) differ
+    only in values, so their SQL is compiled once, from stand-in values, and each change's
+    values take the stand-ins' places: Django's compiler writes the rules, once per shape."""
+
+    build: Callable[..., models.QuerySet]
+    shape: tuple = ()
+    values: tuple = ()
+
+    def queryset(self) -> models.QuerySet:
+        return self.build(*self.shape, *self.values)
+
+
 @dataclass
 class Change:
     """One conversation's state change. `rows` is the conversation filtered by every rule the
-    change needs; `values` what it sets; `records` rows written beside it (their parent is
-    set); `entry` a stream entry appended under the next sequence number."""
+    change needs (a QuerySet, or a `Guard` that builds it); `values` what it sets; `records`
+    rows written beside it (their parent is set); `entry` a stream entry appended under the
+    next sequence number."""
 
     pk: int
-    rows: models.QuerySet
+    rows: models.QuerySet | Guard
     values: dict[str, Any] = field(default_factory=dict)
     records: list[models.Model] = field(default_factory=list)
     entry: models.Model | None = None
+
+    def queryset(self) -> models.QuerySet:
+        return self.rows.queryset() if isinstance(self.rows, Guard) else self.rows
+
+
+def _guard_sql(change: Change) -> tuple[str, list[Any]]:
+    """The SELECT of the pks of the change's rows (its rules), compiled by Django."""
+    rows = change.rows
+    if not isinstance(rows, Guard):
+        sql, params = rows.values("pk").query.sql_with_params()
+        return sql, list(params)
+    key = (rows.build, rows.shape, tuple(v is None for v in rows.values))
+    compiled = _compiled.get(key)
+    if compiled is None:
+        stand_ins = tuple(None if v is None else _stand_in(n, v) for n, v in enumerate(rows.values))
+        sql, params = rows.build(*rows.shape, *stand_ins).values("pk").query.sql_with_params()
+        params = list(params)
+        places = {
+            i: stand_ins.index(p)
+            for i, p in enumerate(params)
+            if any(p is not None and type(p) is type(s) and p == s for s in stand_ins)
+        }
+        if len(set(places.values())) < sum(s is not None for s in stand_ins):
+            # A value the compiler changed on its way (no stand-in found): compile each time.
+            sql, params = rows.queryset().values("pk").query.sql_with_params()
+            return sql, list(params)
+        compiled = _compiled[key] = (sql, params, places)
+    sql, params, places = compiled
+    params = list(params)
+    for i, n in places.items():
+        params[i] = rows.values[n]
+    return sql, params
+
+
+_compiled: dict[Any, tuple[str, list[Any], dict[int, int]]] = {}
+
+
+def _model_of(change: Change) -> type[models.Model]:
+    # Every change is a conversation's (PARENT of the records and entry); a Guard's QuerySet
+    # is not built to learn it.
+    if isinstance(change.rows, Guard):
+        return _parent_model()
+    return change.rows.model
+
+
+@functools.cache
+def _parent_model() -> type[models.Model]:
+    from django.apps import apps
+
+    return apps.get_model("advice", "Conversation")
+
+
+@functools.cache
+def _lock_template(model: type[models.Model]) -> str:
+    sql, _params = _locking(model.objects.filter(pk=_stand_in(0, 0)).values_list("pk"))
+    return sql
+
+
+def _lock_sql(model: type[models.Model], pk: int) -> tuple[str, list[Any]]:
+    """Lock one row by its pk (compiled once per model)."""
+    return _lock_template(model), [pk]
+
+
+def _stand_in(n: int, value: Any) -> Any:
+    """A value of the same type no real input has."""
+    if isinstance(value, bool):
+        raise TypeError("a bool changes a statement's shape: pass it in `shape`")
+    if isinstance(value, int):
+        return -(10**15) - n
+    if isinstance(value, str):
+        return f"\x00stand-in {n}"
+    raise TypeError(f"no stand-in for {type(value).__name__}")
 
 
 def apply(change: Change) -> models.Model | None:
     """Make the change through the ORM: the row as stored after it, or None when a rule did
     not hold (nothing is written)."""
-    model = change.rows.model
+    rows = change.queryset()
+    model = rows.model
     values = dict(change.values)
     if change.entry is not None:
         values[COUNTER] = F(COUNTER) + 1
@@ -112,7 +201,7 @@ def apply(change: Change) -> models.Model | None:
         # The row is locked first, so the rules below read what committed before the lock, as
         # the statement of `apply_async` does (SQLite's transactions take turns instead).
         list(model.objects.select_for_update().filter(pk=change.pk).values_list("pk"))
-        if not change.rows.update(**values):
+        if not rows.update(**values):
             return None
         row = model.objects.get(pk=change.pk)
         for record in change.records:
@@ -192,7 +281,7 @@ class Locked(models.Subquery):
 def _finish(change: Change, row: tuple | None) -> models.Model | None:
     if row is None:
         return None
-    instance = _from_row(change.rows.model, row[1:])
+    instance = _from_row(_model_of(change), row[1:])
     if change.entry is not None:
         setattr(change.entry, PARENT, instance)
         setattr(change.entry, ENTRY_SEQ, getattr(instance, COUNTER))
@@ -239,10 +328,8 @@ async def _alone(job: list[tuple[str, Any]]) -> tuple | None:
 def _job(change: Change) -> list[tuple[str, Any]]:
     """The change as statements: lock the row, then the change's statement (none when no row
     can meet its rules)."""
-    model = change.rows.model
-    lock = model.objects.filter(pk=change.pk).values_list("pk")
     try:
-        return [_locking(lock), _statement(change)]
+        return [_lock_sql(_model_of(change), change.pk), _statement(change)]
     except EmptyResultSet:
         return []
 
@@ -258,48 +345,56 @@ def _locking(queryset: models.QuerySet, skip_locked: bool = False) -> tuple[str,
 def _statement(change: Change) -> tuple[str, list[Any]]:
     """UPDATE the row where the rules hold, RETURNING it; INSERT the records and the entry from
     what it returned; SELECT (entry id, the row)."""
-    model = change.rows.model
-    meta = model._meta
-    table = _quote(meta.db_table)
-    guard, params = change.rows.values("pk").query.sql_with_params()
-    params = list(params)
-    sets, set_params = [], []
-    for name, value in change.values.items():
-        f = meta.get_field(name)
+    model = _model_of(change)
+    guard, guard_params = _guard_sql(change)
+    head, tail, fields = _update_sql(model, tuple(change.values), change.entry is not None)
+    params = []
+    for f, value in zip(fields, change.values.values(), strict=True):
         if f.is_relation and value is not None:
             value = value.pk  # a row's key, as the ORM's update() takes it
-        sets.append(f"{_quote(f.column)} = %s")
-        set_params.append(f.get_db_prep_save(value, django_connection))
+        params.append(f.get_db_prep_save(value, django_connection))
+    params += guard_params
+    parts = [head, guard, tail]
+    for n, record in enumerate(change.records):
+        sql, record_fields = _insert_from_c(type(record), f"r{n}", model, False)
+        parts.append(sql)
+        params += _prepared(record, record_fields)
+    entry_id = "NULL"
     if change.entry is not None:
+        sql, entry_fields = _insert_from_c(type(change.entry), "m", model, True)
+        parts.append(sql)
+        params += _prepared(change.entry, entry_fields)
+        entry_id = "(SELECT id FROM m)"
+    parts.append(f" SELECT {entry_id}, c.* FROM c")
+    return "".join(parts), params
+
+
+@functools.cache
+def _update_sql(
+    model: type[models.Model], names: tuple[str, ...], counted: bool
+) -> tuple[str, str, list[Any]]:
+    """The UPDATE … WHERE pk IN ( and ) RETURNING … around a guard, and the fields set."""
+    meta = model._meta
+    table = _quote(meta.db_table)
+    fields = [meta.get_field(name) for name in names]
+    sets = [f"{_quote(f.column)} = %s" for f in fields]
+    if counted:
         counter = _quote(meta.get_field(COUNTER).column)
         sets.append(f"{counter} = {table}.{counter} + 1")
     columns = ", ".join(f"{table}.{_quote(f.column)}" for f in meta.concrete_fields)
     pk = _quote(meta.pk.column)
-    parts = [
-        f"WITH c AS (UPDATE {table} SET {', '.join(sets)}",
-        f" WHERE {table}.{pk} IN ({guard}) RETURNING {columns})",
-    ]
-    statement_params = set_params + params
-    for n, record in enumerate(change.records):
-        sql, record_params = _insert_from_c(record, f"r{n}", model)
-        parts.append(f", {sql}")
-        statement_params += record_params
-    entry_id = "NULL"
-    if change.entry is not None:
-        sql, entry_params = _insert_from_c(change.entry, "m", model, numbered=True)
-        parts.append(f", {sql} RETURNING {_quote(change.entry._meta.pk.column)} AS id)")
-        statement_params += entry_params
-        entry_id = "(SELECT id FROM m)"
-    parts.append(f" SELECT {entry_id}, c.* FROM c")
-    return "".join(parts), statement_params
+    head = f"WITH c AS (UPDATE {table} SET {', '.join(sets)} WHERE {table}.{pk} IN ("
+    return head, f") RETURNING {columns})", fields
 
 
+@functools.cache
 def _insert_from_c(
-    instance: models.Model, name: str, parent: type[models.Model], numbered: bool = False
+    model: type[models.Model], name: str, parent: type[models.Model], numbered: bool
 ) -> tuple[str, list[Any]]:
-    """`name AS (INSERT INTO … SELECT …, the instance's values, FROM c)`: its parent and (for
-    an entry) its number from the updated row, every other value prepared by its field."""
-    meta = instance._meta
+    """`, name AS (INSERT INTO … SELECT …, the instance's values, FROM c)`: its parent and (for
+    an entry, `numbered`, its number and RETURNING its id) from the updated row, every other
+    value a parameter; and the fields of those parameters."""
+    meta = model._meta
     parent_field = meta.get_field(PARENT)
     leave_out = {parent_field.attname, ENTRY_SEQ if numbered else None}
     fields = [f for f in meta.concrete_fields if not f.primary_key and f.attname not in leave_out]
@@ -312,12 +407,11 @@ def _insert_from_c(
     # A SELECT list gives PostgreSQL nothing to infer a parameter's type from.
     expressions += [f"%s::{f.db_type(django_connection)}" for f in fields]
     sql = (
-        f"{name} AS (INSERT INTO {_quote(meta.db_table)} ({', '.join(columns)})"
+        f", {name} AS (INSERT INTO {_quote(meta.db_table)} ({', '.join(columns)})"
         f" SELECT {', '.join(expressions)} FROM c"
     )
-    if not numbered:
-        sql += ")"
-    return sql, _prepared(instance, fields)
+    sql += f" RETURNING {_quote(meta.pk.column)} AS id)" if numbered else ")"
+    return sql, fields
 
 
 def _prepared(instance: models.Model, fields: Sequence[Any]) -> list[Any]:
@@ -376,9 +470,9 @@ def _insert_with_children(instance: models.Model, children: tuple) -> tuple[str,
     sql, params = insert_statement(instance)
     parts = [f"WITH c AS ({sql})"]
     for n, child in enumerate(children):
-        child_sql, child_params = _insert_from_c(child, f"r{n}", type(instance))
-        parts.append(f", {child_sql}")
-        params += child_params
+        child_sql, child_fields = _insert_from_c(type(child), f"r{n}", type(instance), False)
+        parts.append(child_sql)
+        params += _prepared(child, child_fields)
     parts.append(f" SELECT c.{_quote(instance._meta.pk.column)} FROM c")
     return "".join(parts), params
 
