@@ -1053,8 +1053,7 @@ class ConversationEvent(models.Model):
 
 
 # The head of the queue that advisors are sent. A summary is about 400 bytes of JSON and Daphne
-# refuses frames over 64 KiB (manage.py serve): 500 summaries made a 206 KB frame that never
-# left the server, so in a surge the consoles stopped updating (docs/performance.md).
+# refuses frames over 64 KiB (manage.py serve): the frame must stay well below that.
 QUEUE_SENT_TO_ADVISORS = 100
 
 

@@ -168,8 +168,7 @@ if REDIS_URL:
         raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis://")
     CHANNEL_LAYERS = {
         "default": {
-            # The pub/sub layer: one connection per process instead of one per group (the core
-            # RedisChannelLayer failed handshakes at 400 sockets here; docs/performance.md).
+            # The pub/sub layer: one connection per process instead of one per group.
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL}],
@@ -352,14 +351,14 @@ DEFAULT_ADVISOR_CAPACITY = env_int("DEFAULT_ADVISOR_CAPACITY", 3, minimum=1)
 # Sockets that send nothing (not even the client's heartbeat) for this long are closed.
 SOCKET_IDLE_SECONDS = env_int("SOCKET_IDLE_SECONDS", 75, minimum=10)
 # A socket whose client leaves more than this many bytes unread is closed (code 4429); the client
-# resumes from its last seq. The kernel's send buffer of each socket gets the same bound
-# (docs/performance.md, "Slow clients").
+# resumes from its last seq. The kernel's send buffer of each socket gets the same bound.
 SOCKET_SEND_BUFFER_BYTES = env_int("SOCKET_SEND_BUFFER_BYTES", 256 * 1024, minimum=16 * 1024)
 # ...once it has stayed over that bound this long (a burst, such as a long catch-up to a client
 # that reads, drains well within it).
 SOCKET_SEND_DRAIN_SECONDS = env_int("SOCKET_SEND_DRAIN_SECONDS", 10, minimum=1)
-# Web chat texts on PostgreSQL are stored and read by advice.fastpath (one statement, no thread
-# hop); false sends them through the ORM like everything else (docs/performance.md).
+# On PostgreSQL the domain's hot changes (texts, starts, takes, closes, catch-ups) run as
+# statements compiled from their one definition, without a thread (advice.store); false makes
+# them through the ORM on a thread, as on SQLite.
 MESSAGE_FAST_PATH = env_bool("MESSAGE_FAST_PATH", True)
 
 # Interpreters, opening hours, return codes (docs/protocol.md, "Interpreters, opening hours,

@@ -57,8 +57,7 @@ def advisor_action(handler: Handler) -> Handler:
     keeps the session from idling out.
 
     The activity is written once the action has answered, before the socket's next frame
-    (`receive`): written first, every advisor's first take of the minute waited for a
-    session write on a worker thread, the slowest takes of a surge (docs/performance.md).
+    (`receive`), so that no take waits for a session write.
     That the session is still running was checked when the frame arrived; a logout ends the
     socket through its own event."""
 

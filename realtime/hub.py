@@ -55,14 +55,14 @@ GROUP = "advice.events"
 QUEUE_REFRESH_DELAY = 0.05
 # ...and reloads come at most this often while the queue keeps changing (a surge), so a
 # waiting visitor's place is right within this plus the time of one reload, at a cost per
-# second that does not grow with the rate of changes. (Every 250 ms, the frames to thousands
-# of waiting visitors were the largest share of a surge and slowed advisors' takes; every
-# 500 ms places are still right well within a second: docs/performance.md, "surge".)
+# second that does not grow with the rate of changes. (The frames to thousands of waiting
+# visitors are the largest share of a surge; half a second keeps places right within a
+# second without slowing advisors' takes.)
 QUEUE_REFRESH_INTERVAL = 0.5
 # ...or, when the queue is long, at least this many times as long as handing out the last
 # reload took (mostly a frame to each waiting visitor whose place moved): the queue's share of
 # the process stays under about a third however many wait, and places still follow within a
-# second with thousands waiting (docs/performance.md, "surge").
+# second with thousands waiting.
 QUEUE_FANOUT_PAUSE_FACTOR = 2
 # Watchers handed the queue in one turn of the event loop (_hand_out).
 QUEUE_FANOUT_SLICE = 50

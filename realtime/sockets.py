@@ -162,9 +162,8 @@ class JsonSocket(AsyncWebsocketConsumer):
         """Channels' own dispatch, without the hop it makes before every message to close
         stale database connections on the shared database thread: every database call here
         goes through `database_sync_to_async` (which does the same before and after each call)
-        or advice.fastpath's own connections, so the hop bought nothing and cost a thread round
-        trip for every frame a client sent (a fifth of a visitor's start in a surge,
-        docs/performance.md)."""
+        or the domain's own connections, so the hop would cost a thread round trip for every
+        frame a client sends and buy nothing."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
@@ -228,8 +227,8 @@ class JsonSocket(AsyncWebsocketConsumer):
         """Committed events: delivered to the sockets of this process now, rung to the other
         processes in the background. The socket's next frame does not wait for the ring to
         Redis (the ring keeps the events' order; a client that misses one resumes from the
-        database). An advisor who closed a conversation and pressed "next" at once waited for
-        it, a busy event loop's round trip to Redis (docs/performance.md, item 27)."""
+        database), so an advisor who closes a conversation and presses "next" waits for no
+        round trip to Redis."""
         if events:
             self.hub.publish_nowait(events)
 
