@@ -247,6 +247,21 @@ class _Calendar:
 # --- Sweden's public holidays, for `manage.py add_holidays` ---------------------------------
 
 
+def swedish_holidays(year: int) -> list[tuple[date, str]]:
+    """Sweden's public holidays and the eves that are kept as holidays (midsummer, Christmas
+    and New Year's Eve: the `holidays` package's de facto category), by their Swedish names.
+    Sundays are not listed for being Sundays: the weekly hours say what a Sunday is."""
+    import holidays
+
+    days = holidays.Sweden(
+        years=year,
+        categories=(holidays.PUBLIC, holidays.DE_FACTO),
+        language="sv",
+        include_sundays=False,
+    )
+    return sorted(days.items())
+
+
 def easter_sunday(year: int) -> date:
     """The Gregorian Easter Sunday (the anonymous Gregorian algorithm)."""
     a = year % 19
@@ -266,7 +281,7 @@ def _first_weekday_from(start: date, weekday: int) -> date:
     return start + timedelta(days=(weekday - start.weekday()) % 7)
 
 
-def swedish_holidays(year: int) -> list[tuple[date, str]]:
+def _swedish_holidays_by_hand(year: int) -> list[tuple[date, str]]:
     """Sweden's public holidays and the eves that are kept as holidays (midsummer, Christmas
     and New Year's Eve), by their Swedish names."""
     easter = easter_sunday(year)

@@ -14,7 +14,13 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connections
 
-from advice.hours import easter_sunday, emergency_numbers, line_status, swedish_holidays
+from advice.hours import (
+    _swedish_holidays_by_hand,
+    easter_sunday,
+    emergency_numbers,
+    line_status,
+    swedish_holidays,
+)
 from advice.models import (
     Conversation,
     EmergencyNumber,
@@ -224,6 +230,14 @@ def test_easter_and_the_moving_holidays_fall_on_the_right_days():
     assert days["Midsommarafton"] == date(2026, 6, 19)
     assert days["Alla helgons dag"] == date(2026, 10, 31)
     assert len(days) == 16
+
+
+def test_the_holidays_package_gives_the_days_the_hand_computation_gave():
+    # Since 2005 (6 June a holiday, Whit Monday not); before that the package is right and
+    # the hand computation was not.
+    for year in range(2005, 2101):
+        by_hand = {day for day, _name in _swedish_holidays_by_hand(year)}
+        assert {day for day, _name in swedish_holidays(year)} == by_hand, year
 
 
 @pytest.mark.django_db
