@@ -521,9 +521,8 @@ async def _append_many(texts: list[_Text]) -> list[tuple[int, int] | None]:
 
 @functools.cache
 def _start_statement() -> tuple[str, list[Any], list[Any]]:
-    """Many starts in one statement: each row carries the hours' version it was found open
-    under, and only rows whose version is still current are inserted, each with its `created`
-    entry. Returns (token_hash, id) of the rows inserted."""
+    """Many starts in one statement, each with its `created` entry. Returns (token_hash, id)
+    of the rows inserted."""
     conversation, event = Conversation._meta, ConversationEvent._meta
     conversation_fields = _insert_fields(Conversation)
     event_fields = _insert_fields(ConversationEvent, "conversation_id")
@@ -534,10 +533,9 @@ def _start_statement() -> tuple[str, list[Any], list[Any]]:
     sql = "".join(
         [
             f"WITH v AS (SELECT * FROM unnest({_arrays(conversation_fields)},",
-            f" {_arrays(event_fields)}, %s::bigint[]) AS v({', '.join(names)}, version)),",
+            f" {_arrays(event_fields)}) AS v({', '.join(names)})),",
             f' c AS (INSERT INTO "{conversation.db_table}" ({_columns(conversation_fields)})',
             f" SELECT {', '.join(names[: len(conversation_fields)])} FROM v",
-            f' WHERE v.version = (SELECT version FROM "{hours.VERSION_TABLE}" WHERE id = 1)',
             f' RETURNING "{pk}", token_hash),',
             f' e AS (INSERT INTO "{event.db_table}" ("conversation_id", {_columns(event_fields)})',
             f' SELECT c."{pk}", {", ".join(names[len(conversation_fields) :])}',
@@ -548,52 +546,42 @@ def _start_statement() -> tuple[str, list[Any], list[Any]]:
     return sql, conversation_fields, event_fields
 
 
-async def _insert_starts(starts: list[tuple[Conversation, int]]) -> list[int | None]:
-    """Store (conversation, hours version) pairs; each one's new id, or None where the hours
-    have changed since that version."""
+async def _insert_starts(starts: list[Conversation]) -> list[int | None]:
+    """Store the conversations; each one's new id."""
     sql, conversation_fields, event_fields = _start_statement()
     rows = [
         _prepared(conversation, conversation_fields)
         + _prepared(conversation.created_event(), event_fields)
-        for conversation, _version in starts
+        for conversation in starts
     ]
     columns = [list(column) for column in zip(*rows, strict=True)]
-    versions = [version for _conversation, version in starts]
     pool = _pool()
     async with pool.connection() as conn:
-        cursor = await conn.execute(sql, [*columns, versions])
+        cursor = await conn.execute(sql, columns)
         stored = dict(await cursor.fetchall())
-    return [stored.get(conversation.token_hash) for conversation, _version in starts]
+    return [stored.get(conversation.token_hash) for conversation in starts]
 
 
 async def start_web(options: dict[str, Any]) -> tuple[Any, Any] | None:
     """`Conversation.start_web(**options)` while the line is open, batched with the other
     starts of the moment into one statement on this loop's connections: (the line's status,
     what start_web returns, or None while the line is closed). None when this path cannot
-    tell (not PostgreSQL; the opening hours changed since they were last seen open): the
-    caller takes the ORM path, which decides.
-
-    A conversation and its `created` entry are inserted only while the opening hours are still
-    at the version under which the line was found open (advice.hours, "The open line,
-    remembered"), so a start never slips past an admin's change of the hours."""
+    tell (not PostgreSQL): the caller takes the ORM path, which decides. Whether the line is
+    open comes from the process's cache (advice.hours.cached_line_status)."""
     if not enabled():
         return None
     county = options.get("county", "")
-    version = hours.remembered_open(county)
-    if version is None:
-        status, version = await orm(hours.status_and_version)(county)
-        if not status.open:
-            return status, None
+    status = hours.fresh_line_status(county) or await orm(hours.cached_line_status)(county)
+    if not status.open:
+        return status, None
     conversation, token = Conversation.new_web(**options)
-    pk = await _batched("start", _insert_starts)((conversation, version))
+    pk = await _batched("start", _insert_starts)(conversation)
     if pk is None:
-        # The hours changed since: find out again, the long way.
-        hours.forget_open(county)
         return None
     conversation.pk = pk
     conversation._state.adding = False
     conversation._state.db = "default"
-    return hours.LineStatus(open=True), (conversation, token, [queue_changed()])
+    return status, (conversation, token, [queue_changed()])
 
 
 # --- catch-up -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from django.conf import settings
 
 from advice import fastpath, interpreters, returncodes
 from advice.choices import COUNTIES, InterpreterGender
-from advice.hours import line_closed_frame, line_status
+from advice.hours import cached_line_status, line_closed_frame, line_status
 from advice.models import Conversation
 from realtime.sockets import ProtocolError, field
 
@@ -120,7 +120,7 @@ class ConsentAndCodeFrames:
 
 def _start_while_open(return_code: str, options: dict[str, Any]) -> tuple[Any, Any]:
     """(the line's status, what Conversation.start_web returned or None while closed)."""
-    status = line_status(options.get("county", ""))
+    status = cached_line_status(options.get("county", ""))
     if not status.open:
         return status, None
     return status, returncodes.start_web_conversation(return_code, **options)
