@@ -26,8 +26,8 @@ from chat.consumers import VisitorConsumer  # noqa: E402
 from console.consumers import AdvisorConsumer  # noqa: E402
 from interpreter.consumers import InterpreterConsumer  # noqa: E402
 
-# Work Daphne's libraries do for every request and frame that nothing here uses, switched off.
-server_tuning.apply()
+# Fewer full garbage collections (advice/server_tuning.py).
+server_tuning.collect_old_objects_less_often()
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
