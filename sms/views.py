@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -43,7 +44,10 @@ async def _answer(request: HttpRequest) -> HttpResponse:
     hook = _webhook(request)
     if isinstance(hook, Answer):
         return _response(hook)
-    answer = await handle_inbound_without_thread(hook)
+    # Only when served over ASGI: elsewhere (the test client, a WSGI server) each request runs
+    # on an event loop of its own, whose connections would be opened for it alone and would
+    # not see the caller's transaction.
+    answer = await handle_inbound_without_thread(hook) if isinstance(request, ASGIRequest) else None
     if answer is None:
         # Under Daphne each request has a thread of its own for this (Django's
         # ThreadSensitiveContext), so webhooks still overlap their round trips.
