@@ -25,14 +25,11 @@ from advice import server_tuning  # noqa: E402
 from chat.consumers import VisitorConsumer  # noqa: E402
 from console.consumers import AdvisorConsumer  # noqa: E402
 from interpreter.consumers import InterpreterConsumer  # noqa: E402
-from sms.asgi import TwilioWebhooks  # noqa: E402
 
-# Work Daphne's libraries do for every request and frame that nothing here uses, switched off.
-server_tuning.apply()
+# Fewer full garbage collections (advice/server_tuning.py).
+server_tuning.collect_old_objects_less_often()
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
-# Twilio's two webhooks are answered in front of Django's per-request stack (sms/asgi.py).
-http_app = TwilioWebhooks(http_app)
 
 application = ProtocolTypeRouter(
     {

@@ -83,63 +83,82 @@ def is_open(county: str = "", now: datetime | None = None) -> bool:
     return line_status(county, now).open
 
 
-# --- the open line, remembered (PostgreSQL) ---------------------------------------------------
+# --- the line's status, cached ---------------------------------------------------------------
 
 # Every visitor's start asks whether the line is open: computed, that is up to four queries and
-# a calendar, and in a surge of arrivals it was a tenth of the server's time. So a process
-# remembers, per county, that the line is open, with the version of the opening hours it found
-# open under and until when. Triggers on the schedule tables give the hours a new version with
-# every write (migration 0004), and the start statement (advice.fastpath.start_web) stores a
-# conversation only while the version is unchanged; when it has changed, the start goes the
-# long way and this is computed again. So an admin's change, in any process, holds from the
-# next start on. A closed line is not remembered: that answer needs the numbers to call too.
-
-VERSION_TABLE = "advice_opening_hours_version"
-# An open line with no closing time in sight is checked again after this long anyway.
-REMEMBER_OPEN_AT_MOST = timedelta(hours=1)
+# a calendar, and in a surge of arrivals it was a tenth of the server's time. So each process
+# keeps the answer per county for OPENING_HOURS_CACHE_SECONDS, never past the moment it
+# changes by itself (the next opening or closing). A save or delete of the hours in this
+# process clears it (the signals below, and again when that transaction commits); a change in
+# another process, or a bulk write, holds here within the cache time.
 
 
 @dataclass(frozen=True)
-class _RememberedOpen:
-    version: int
+class _Cached:
+    status: LineStatus
     since: datetime
     until: datetime
 
 
-_open_lines: dict[str, _RememberedOpen] = {}
+_cached: dict[str, _Cached] = {}
+# Raised by every clear, so that a status computed across a clear is not kept.
+_generation = 0
 
 
-def remembered_open(county: str, now: datetime | None = None) -> int | None:
-    """The opening hours' version under which the line was found open for `county` and still
-    is at `now`, if this process remembers one."""
-    remembered = _open_lines.get(county)
-    if remembered is None:
+def fresh_line_status(county: str) -> LineStatus | None:
+    """The cached line status for `county`, if this process has one still valid now; never a
+    database query (for code on the event loop)."""
+    cached = _cached.get(county)
+    if cached is None:
         return None
-    now = now or timezone.now()
+    now = timezone.now()
     # `since` too: a clock set back (a test travelling in time) is before what was seen.
-    return remembered.version if remembered.since <= now < remembered.until else None
+    return cached.status if cached.since <= now < cached.until else None
 
 
-def status_and_version(county: str) -> tuple[LineStatus, int]:
-    """line_status(county) with the version of the hours it was computed from, remembering an
-    open line. The version is read first: a change committed in between leaves a version that
-    the start statement finds stale (and the start goes the long way), never a stale status
-    under a current version."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT version FROM {VERSION_TABLE} WHERE id = 1")  # noqa: S608
-        (version,) = cursor.fetchone()
+def cached_line_status(county: str = "") -> LineStatus:
+    """line_status(county) now, from the cache while it is fresh."""
+    status = fresh_line_status(county)
+    if status is not None:
+        return status
+    generation = _generation
     now = timezone.now()
     status = line_status(county, now)
-    if status.open:
-        until = min(status.closes_at or now + REMEMBER_OPEN_AT_MOST, now + REMEMBER_OPEN_AT_MOST)
-        _open_lines[county] = _RememberedOpen(version, now, until)
-    return status, version
+    seconds = getattr(settings, "OPENING_HOURS_CACHE_SECONDS", 10)
+    until = min(
+        moment
+        for moment in (now + timedelta(seconds=seconds), status.opens_at, status.closes_at)
+        if moment is not None
+    )
+    if generation == _generation and until > now:
+        _cached[county] = _Cached(status, now, until)
+    return status
 
 
-def forget_open(county: str) -> None:
-    _open_lines.pop(county, None)
+def clear_line_status_cache(**_kwargs: Any) -> None:
+    global _generation
+    _generation += 1
+    _cached.clear()
+
+
+def _hours_changed(using: str = "default", **_kwargs: Any) -> None:
+    from django.db import transaction
+
+    clear_line_status_cache()
+    # Another thread may compute the old hours again before this write commits.
+    transaction.on_commit(clear_line_status_cache, using=using)
+
+
+def connect_signals() -> None:
+    """Clear the cache on every save and delete of the opening hours (AdviceConfig.ready)."""
+    from django.db.models.signals import post_delete, post_save
+
+    from advice.models import Holiday, OpeningException, OpeningSchedule, WeeklyHours
+
+    for model in (OpeningSchedule, WeeklyHours, Holiday, OpeningException):
+        uid = f"advice.hours.{model.__name__}"
+        post_save.connect(_hours_changed, sender=model, dispatch_uid=uid + ".save")
+        post_delete.connect(_hours_changed, sender=model, dispatch_uid=uid + ".delete")
 
 
 def emergency_numbers() -> list[dict[str, str]]:
@@ -247,47 +266,16 @@ class _Calendar:
 # --- Sweden's public holidays, for `manage.py add_holidays` ---------------------------------
 
 
-def easter_sunday(year: int) -> date:
-    """The Gregorian Easter Sunday (the anonymous Gregorian algorithm)."""
-    a = year % 19
-    b, c = divmod(year, 100)
-    d, e = divmod(b, 4)
-    f = (b + 8) // 25
-    g = (b - f + 1) // 3
-    h = (19 * a + b - d - g + 15) % 30
-    i, k = divmod(c, 4)
-    el = (32 + 2 * e + 2 * i - h - k) % 7
-    m = (a + 11 * h + 22 * el) // 451
-    month, day = divmod(h + el - 7 * m + 114, 31)
-    return date(year, month, day + 1)
-
-
-def _first_weekday_from(start: date, weekday: int) -> date:
-    return start + timedelta(days=(weekday - start.weekday()) % 7)
-
-
 def swedish_holidays(year: int) -> list[tuple[date, str]]:
     """Sweden's public holidays and the eves that are kept as holidays (midsummer, Christmas
-    and New Year's Eve), by their Swedish names."""
-    easter = easter_sunday(year)
-    midsummer_eve = _first_weekday_from(date(year, 6, 19), 4)  # the Friday 19-25 June
-    all_saints = _first_weekday_from(date(year, 10, 31), 5)  # the Saturday 31 Oct - 6 Nov
-    days = [
-        (date(year, 1, 1), "Nyårsdagen"),
-        (date(year, 1, 6), "Trettondedag jul"),
-        (easter - timedelta(days=2), "Långfredagen"),
-        (easter, "Påskdagen"),
-        (easter + timedelta(days=1), "Annandag påsk"),
-        (date(year, 5, 1), "Första maj"),
-        (easter + timedelta(days=39), "Kristi himmelsfärdsdag"),
-        (date(year, 6, 6), "Sveriges nationaldag"),
-        (easter + timedelta(days=49), "Pingstdagen"),
-        (midsummer_eve, "Midsommarafton"),
-        (midsummer_eve + timedelta(days=1), "Midsommardagen"),
-        (all_saints, "Alla helgons dag"),
-        (date(year, 12, 24), "Julafton"),
-        (date(year, 12, 25), "Juldagen"),
-        (date(year, 12, 26), "Annandag jul"),
-        (date(year, 12, 31), "Nyårsafton"),
-    ]
-    return sorted(days)
+    and New Year's Eve: the `holidays` package's de facto category), by their Swedish names.
+    Sundays are not listed for being Sundays: the weekly hours say what a Sunday is."""
+    import holidays
+
+    days = holidays.Sweden(
+        years=year,
+        categories=(holidays.PUBLIC, holidays.DE_FACTO),
+        language="sv",
+        include_sundays=False,
+    )
+    return sorted(days.items())

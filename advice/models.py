@@ -231,7 +231,14 @@ class Conversation(models.Model):
         stored together."""
         if not store.enabled():
             return await database_sync_to_async(cls.start_web)(**options)
-        await store.orm(check_line_open)(options.get("county", ""))
+        from advice import hours
+
+        county = options.get("county", "")
+        # Known without a query while this process's cache is fresh.
+        status = hours.fresh_line_status(county) or await store.orm(hours.cached_line_status)(
+            county
+        )
+        check_line_open(county, status)
         conversation, token = cls.new_web(**options)
         await store.insert_async(conversation, conversation.created_event())
         events.committed([queue_changed()])
@@ -829,10 +836,12 @@ class LineClosed(DomainError):
         self.status = status
 
 
-def check_line_open(county: str) -> None:
+def check_line_open(county: str, status: Any = None) -> None:
+    """Refuse a start while the line is closed for `county` (`status`: the line's status when
+    the caller has it already)."""
     from advice import hours
 
-    status = hours.line_status(county)
+    status = status or hours.cached_line_status(county)
     if not status.open:
         raise LineClosed(status)
 
@@ -959,7 +968,7 @@ class Message(models.Model):
 
     @property
     def text(self) -> str:
-        # Known already where the text has just been encrypted (advice.fastpath.post).
+        # Known already where the text has just been encrypted (Conversation.post).
         plaintext = self.__dict__.get("plaintext")
         if plaintext is not None:
             return plaintext

@@ -489,6 +489,14 @@ async def select_async(queryset: models.QuerySet) -> list[models.Model]:
     return [_from_row(queryset.model, row) for row in rows]
 
 
+async def fetch_one(sql: str, params: list[Any]) -> tuple | None:
+    """One statement on this event loop's connections, committed on its own: its first row.
+    For an adapter's own tables (sms.webhooks' inbox)."""
+    async with (await _pool()).connection() as conn:
+        cursor = await conn.execute(sql, params)
+        return await cursor.fetchone()
+
+
 async def fetch_async(statements: list[tuple[str, Any]]) -> list[list[tuple]]:
     """Read-only statements in one transaction and one round trip: each one's rows."""
     async with (await _pool()).connection() as conn, conn.transaction():

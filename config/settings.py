@@ -366,6 +366,9 @@ MESSAGE_FAST_PATH = env_bool("MESSAGE_FAST_PATH", True)
 # "The next one" prefers conversations the advisor can take without an interpreter, but only
 # until a conversation has waited this long; then plain queue order (nobody waits for ever).
 TAKE_NEXT_PREFERENCE_MINUTES = env_int("TAKE_NEXT_PREFERENCE_MINUTES", 10, minimum=0)
+# Each process keeps whether the line is open for this long (advice.hours.cached_line_status):
+# a change to the hours in the admin holds in other processes within it. 0: no cache.
+OPENING_HOURS_CACHE_SECONDS = env_int("OPENING_HOURS_CACHE_SECONDS", 10, minimum=0)
 # An interpreter's invitation link must be opened within this many hours.
 INTERPRETER_LINK_HOURS = env_int("INTERPRETER_LINK_HOURS", 4, minimum=1)
 # A return code links a new chat to the earlier one within this many days.

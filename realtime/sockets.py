@@ -19,6 +19,8 @@ from typing import Any
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 from realtime.hub import get_hub
 from realtime.publish import holding
@@ -183,7 +185,7 @@ class JsonSocket(AsyncWebsocketConsumer):
         self.closed = False
         await self.hub.start()
         self.idle_task = asyncio.create_task(self._close_when_idle())
-        self._bound_kernel_buffer()
+        self._bound_send_buffers()
 
     async def disconnect(self, code: int) -> None:
         self.closed = True
@@ -236,22 +238,21 @@ class JsonSocket(AsyncWebsocketConsumer):
         """Send a frame already encoded (one encoding shared by many sockets)."""
         if not self.closed:
             await self.send(text_data=text)
-            if self._unsent_bytes() > settings.SOCKET_SEND_BUFFER_BYTES:
-                await self._wait_for_client()
+            send_buffer = getattr(self, "_send_buffer", None)
+            if send_buffer is not None and not send_buffer.drained.is_set():
+                await self._wait_for_client(send_buffer)
 
-    async def _wait_for_client(self) -> None:
+    async def _wait_for_client(self, send_buffer: _SendBuffer) -> None:
         """More is waiting for the client than the bound allows: a burst (a long catch-up) or
         a client that does not read. Wait for it to drain; a client that takes longer than
         SOCKET_SEND_DRAIN_SECONDS is cut off. Only this socket waits: the hub hands events to each
         socket's own mailbox (realtime.hub)."""
-        deadline = time.monotonic() + settings.SOCKET_SEND_DRAIN_SECONDS
-        while self._unsent_bytes() > settings.SOCKET_SEND_BUFFER_BYTES // 2:
-            if self.closed:
-                return
-            if time.monotonic() > deadline:
-                await self._close_too_slow()
-                return
-            await asyncio.sleep(0.05)
+        try:
+            await asyncio.wait_for(
+                send_buffer.drained.wait(), timeout=settings.SOCKET_SEND_DRAIN_SECONDS
+            )
+        except TimeoutError:
+            await self._close_too_slow()
 
     def on_overflow(self) -> None:
         """The hub has more events waiting for this socket than it keeps (realtime.hub)."""
@@ -264,30 +265,31 @@ class JsonSocket(AsyncWebsocketConsumer):
             self.hub.remove(self)
             await self.close(code=TOO_SLOW)
 
-    def _bound_kernel_buffer(self) -> None:
-        """The kernel's send buffer of this connection gets the same bound as the server's
-        own (left alone, Linux grows it to megabytes for a client that does not read)."""
-        transport = self._transport = _daphne_transport(self.base_send)
+    def _bound_send_buffers(self) -> None:
+        """Bound what the server holds for this client that it has not taken yet. Daphne hands
+        frames to a Twisted transport, which would buffer without limit what the network does
+        not take, and Linux grows a socket's send buffer to megabytes for a client that does
+        not read. The kernel's buffer gets SOCKET_SEND_BUFFER_BYTES (SO_SNDBUF); Twisted's
+        tells a streaming producer (its public IConsumer/IPushProducer interfaces) when it
+        holds more than its `bufferSize` and when it has sent everything. Nothing where there
+        is no Twisted transport (another server, the test communicator)."""
+        transport = _daphne_transport(self.base_send)
+        if transport is None:
+            return
         handle = getattr(transport, "getHandle", None)
         if handle is not None:
             with contextlib.suppress(OSError):
                 handle().setsockopt(
                     socket.SOL_SOCKET, socket.SO_SNDBUF, settings.SOCKET_SEND_BUFFER_BYTES
                 )
-
-    def _unsent_bytes(self) -> int:
-        """Bytes the server holds for this client that the client has not taken yet: Daphne
-        hands frames to a Twisted transport, which buffers without limit what the network
-        does not take. Zero where that cannot be seen (another server, the test
-        communicator)."""
-        transport = self.__dict__.get("_transport", False)
-        if transport is False:
-            transport = self._transport = _daphne_transport(self.base_send)
-        if transport is None:
-            return 0
-        pending = getattr(transport, "_tempDataLen", 0)
-        data = getattr(transport, "dataBuffer", b"")
-        return pending + len(data) - getattr(transport, "offset", 0)
+        if not hasattr(transport, "registerProducer"):
+            return
+        transport.bufferSize = settings.SOCKET_SEND_BUFFER_BYTES
+        # The HTTP channel that took the upgrade request registered itself as the producer;
+        # it serves nothing on this connection any more.
+        transport.unregisterProducer()
+        self._send_buffer = _SendBuffer()
+        transport.registerProducer(self._send_buffer, True)
 
     def _take_token(self) -> bool:
         now = time.monotonic()
@@ -363,6 +365,27 @@ class JsonSocket(AsyncWebsocketConsumer):
 
     async def on_queue(self, snapshot: Any) -> None:
         pass
+
+
+@implementer(IPushProducer)
+class _SendBuffer:
+    """A streaming producer for a Twisted transport, only to be told when its buffer is over
+    its bound (paused) and when it has sent everything (resumed); the frames themselves are
+    written by Daphne."""
+
+    def __init__(self) -> None:
+        self.drained = asyncio.Event()
+        self.drained.set()
+
+    def pauseProducing(self) -> None:  # the names are Twisted's interface
+        self.drained.clear()
+
+    def resumeProducing(self) -> None:
+        self.drained.set()
+
+    def stopProducing(self) -> None:
+        # The connection is gone: nobody waits for it any more.
+        self.drained.set()
 
 
 def _daphne_transport(send: Any) -> Any:

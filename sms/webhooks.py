@@ -1,9 +1,7 @@
 """Twilio's webhooks, independent of how the request arrived: POST /sms/inbound (a text
 arrives) and POST /sms/status (how an answer is doing).
 
-Two thin adapters call these: the Django views (sms.views: the URLconf, the test client) and,
-in front of Django under Daphne, the ASGI fast path (sms.asgi), which answers Twilio without
-Django's per-request stack. Both go through exactly this code.
+The Django views (sms.views) call these.
 
 Answers: 404 while the SMS channel is off; 405 for anything but POST; 403 for a missing or
 wrong signature (or another account); 415 for a body that is not form-encoded; 400 for fields
@@ -25,7 +23,7 @@ from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
 from twilio.twiml.messaging_response import MessagingResponse
 
-from advice import fastpath
+from advice import store
 from sms import provider, replies
 from sms.inbound import (
     MESSAGE_SID,
@@ -75,7 +73,7 @@ class Form(MultiValueDict):
 
 @dataclass
 class Webhook:
-    """A request to one of the webhooks, as either adapter sees it."""
+    """A request to one of the webhooks."""
 
     method: str
     path: str
@@ -136,11 +134,11 @@ def handle(hook: Webhook) -> Answer:
 
 async def handle_inbound_without_thread(hook: Webhook) -> Answer | None:
     """`handle` for a text arriving (/sms/inbound), awaitable, with no thread: on PostgreSQL
-    the text is stored by one statement on advice.fastpath's connections. Returns None where
+    the text is stored by one statement on advice.store's connections. Returns None where
     only `handle` can answer: not PostgreSQL, or something the webhook reads from the admin
     (the line's numbers, the reply texts, the opening hours, the queue's wait) is not in this
     process's short-lived cache just now; `handle` reads it, and the next texts come here."""
-    if hook.path != "/sms/inbound" or not fastpath.enabled():
+    if hook.path != "/sms/inbound" or not store.enabled():
         return None
     checked = _checked(hook)
     if isinstance(checked, Answer):
@@ -157,7 +155,7 @@ async def handle_inbound_without_thread(hook: Webhook) -> Answer | None:
     if not replies.cached_for(county):
         return None
     statement, params = insert_statement(text, reply_if_new(text, county))
-    row = await fastpath.fetch_one(statement, params)
+    row = await store.fetch_one(statement, params)
     wake_worker()
     return _acknowledged(text, county, "" if row is None else row[0])
 

@@ -14,6 +14,16 @@ def _fast_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _no_cached_line_status():
+    """Each test starts without the line statuses an earlier test left in this process."""
+    from advice import hours
+
+    hours.clear_line_status_cache()
+    yield
+    hours.clear_line_status_cache()
+
+
 @pytest.fixture
 def advisor(db):
     return make_advisor("alice")

@@ -13,8 +13,9 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connections
+from django.test.utils import CaptureQueriesContext
 
-from advice.hours import easter_sunday, emergency_numbers, line_status, swedish_holidays
+from advice.hours import emergency_numbers, line_status, swedish_holidays
 from advice.models import (
     Conversation,
     EmergencyNumber,
@@ -216,13 +217,18 @@ def test_with_a_travelled_clock_the_default_now_is_used():
 
 
 def test_easter_and_the_moving_holidays_fall_on_the_right_days():
-    assert easter_sunday(2026) == date(2026, 4, 5)
-    assert easter_sunday(2027) == date(2027, 3, 28)
     days = dict((name, day) for day, name in swedish_holidays(2026))
+    assert days["Påskdagen"] == date(2026, 4, 5)
+    assert dict((name, day) for day, name in swedish_holidays(2027))["Påskdagen"] == date(
+        2027, 3, 28
+    )
     assert days["Långfredagen"] == date(2026, 4, 3)
     assert days["Kristi himmelsfärdsdag"] == date(2026, 5, 14)
     assert days["Midsommarafton"] == date(2026, 6, 19)
     assert days["Alla helgons dag"] == date(2026, 10, 31)
+    # The eves kept as holidays: the package's de facto category.
+    assert days["Julafton"] == date(2026, 12, 24)
+    assert days["Nyårsafton"] == date(2026, 12, 31)
     assert len(days) == 16
 
 
@@ -301,10 +307,13 @@ async def test_the_visitor_can_ask_whether_the_line_is_open_before_starting():
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_change_to_the_hours_holds_from_the_next_start_though_the_line_was_seen_open():
-    """On PostgreSQL a process remembers that the line is open (advice.hours); every write to
-    the hours, bulk writes included, must still count from the very next start. (On SQLite
-    nothing is remembered and each start asks; the test holds there too.)"""
+async def test_a_change_to_the_hours_holds_at_once_here_and_within_the_cache_time_elsewhere(
+    settings,
+):
+    """The line's status is cached per process (advice.hours.cached_line_status). A save or
+    delete through the models clears it at once; a write the signals do not see (a bulk write,
+    or one made by another process) holds within OPENING_HOURS_CACHE_SECONDS."""
+    settings.OPENING_HOURS_CACHE_SECONDS = 10
 
     async def start() -> dict:
         visitor = await visitor_socket()
@@ -315,22 +324,61 @@ async def test_a_change_to_the_hours_holds_from_the_next_start_though_the_line_w
         await visitor.disconnect()
         return frame
 
-    assert (await start())["type"] == "started"  # no schedule: open, and remembered so
-    national = await OpeningSchedule.objects.acreate(county="")  # no hours: closed
-    assert (await start())["code"] == "line_closed"
-    # Open every day around the clock, written in bulk (no model signals)...
-    await WeeklyHours.objects.abulk_create(
-        WeeklyHours(schedule=national, weekday=day, opens=time(0), closes=time(0))
-        for day in range(7)
-    )
-    assert (await start())["type"] == "started"
-    # ...and closed today by a holiday, also in bulk.
-    today = datetime.now(STOCKHOLM).date()
-    await Holiday.objects.abulk_create([Holiday(date=today, name="Test")])
-    assert (await start())["code"] == "line_closed"
-    await Holiday.objects.filter(date=today).aupdate(date=date(2000, 1, 1))
-    assert (await start())["type"] == "started"
+    with time_machine.travel(local(2026, 11, 24, 12, 0), tick=True) as clock:
+        assert (await start())["type"] == "started"  # no schedule: open, and cached so
+        national = await OpeningSchedule.objects.acreate(county="")  # no hours: closed
+        assert (await start())["code"] == "line_closed"
+        # Open every day around the clock, written in bulk (no model signals): the cached
+        # "closed" holds until the cache time is over.
+        await WeeklyHours.objects.abulk_create(
+            WeeklyHours(schedule=national, weekday=day, opens=time(0), closes=time(0))
+            for day in range(7)
+        )
+        assert (await start())["code"] == "line_closed"
+        clock.shift(11)
+        assert (await start())["type"] == "started"
+        # A holiday today, saved through the model: at once.
+        holiday = await Holiday.objects.acreate(date=date(2026, 11, 24), name="Test")
+        assert (await start())["code"] == "line_closed"
+        # Moved away in bulk: within the cache time.
+        await Holiday.objects.filter(pk=holiday.pk).aupdate(date=date(2000, 1, 1))
+        assert (await start())["code"] == "line_closed"
+        clock.shift(11)
+        assert (await start())["type"] == "started"
+        # Deleted through the model: at once.
+        await holiday.adelete()
+        await OpeningException.objects.acreate(schedule=national, date=date(2026, 11, 24))
+        assert (await start())["code"] == "line_closed"
     assert await Conversation.objects.acount() == 3
+
+
+def test_the_cached_status_lasts_the_cache_time_and_never_past_a_change_of_its_own(
+    db, settings, django_assert_num_queries
+):
+    from advice.hours import cached_line_status
+
+    settings.OPENING_HOURS_CACHE_SECONDS = 10
+    schedule = OpeningSchedule.objects.create(county="")
+    weekdays(schedule, "08:00", "18:00")
+    with time_machine.travel(local(2026, 11, 24, 17, 59, 55), tick=False) as clock:
+        assert cached_line_status().open
+        with django_assert_num_queries(0):
+            assert cached_line_status().open
+        clock.shift(5)  # 18:00: closed, though the cache time is not over
+        status = cached_line_status()
+        assert not status.open and status.opens_at == local(2026, 11, 25, 8, 0)
+        with django_assert_num_queries(0):
+            assert not cached_line_status().open
+        # Another county is cached apart.
+        assert not cached_line_status("AB").open
+        clock.shift(-60)  # a clock set back: computed again
+        assert cached_line_status().open
+    settings.OPENING_HOURS_CACHE_SECONDS = 0
+    with time_machine.travel(local(2026, 11, 24, 12, 0), tick=False):
+        cached_line_status()
+        with CaptureQueriesContext(connections["default"]) as queries:
+            cached_line_status()
+        assert queries.captured_queries  # no cache: asked every time
 
 
 # --- the admin ---------------------------------------------------------------------------------
@@ -433,3 +481,32 @@ async def test_while_closed_the_answer_carries_the_numbers_in_the_visitors_langu
         await visitor.send_json_to({"type": "line_status", "language": "xx"})
         assert (await receive_until(visitor, "error"))["code"] == "invalid_field"
         await visitor.disconnect()
+
+
+# --- migrations ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_with_the_old_version_triggers_migrates_and_keeps_its_hours():
+    """Migration 0005 drops what 0004 made (PostgreSQL; nothing on SQLite), and back."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    def version_table_exists() -> bool:
+        return "advice_opening_hours_version" in connection.introspection.table_names()
+
+    schedule = OpeningSchedule.objects.create(county="M")
+    weekdays(schedule, "08:00", "18:00")
+    executor = MigrationExecutor(connection)
+    executor.migrate([("advice", "0004_opening_hours_version")])
+    assert version_table_exists() == (connection.vendor == "postgresql")
+    if connection.vendor == "postgresql":
+        WeeklyHours.objects.create(schedule=schedule, weekday=5, opens=time(10), closes=time(14))
+        with connection.cursor() as cursor:  # the trigger still runs
+            cursor.execute("SELECT version FROM advice_opening_hours_version")
+            assert cursor.fetchone()[0] > 0
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes("advice"))
+    assert not version_table_exists()
+    assert OpeningSchedule.objects.get(county="M").weekly_hours.count() >= 5
+    WeeklyHours.objects.create(schedule=schedule, weekday=6, opens=time(10), closes=time(14))
