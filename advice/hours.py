@@ -87,10 +87,11 @@ def is_open(county: str = "", now: datetime | None = None) -> bool:
 
 # Every visitor's start asks whether the line is open: computed, that is up to four queries and
 # a calendar, and in a surge of arrivals it was a tenth of the server's time. So each process
-# keeps the answer per county for OPENING_HOURS_CACHE_SECONDS, never past the moment it
-# changes by itself (the next opening or closing). A save or delete of the hours in this
-# process clears it (the signals below, and again when that transaction commits); a change in
-# another process, or a bulk write, holds here within the cache time.
+# keeps an open line's status per county for OPENING_HOURS_CACHE_SECONDS, never past the
+# moment it closes by itself. A save or delete of the hours in this process clears it (the
+# signals below, and again when that transaction commits); a closing made in another process,
+# or by a bulk write, holds here within the cache time. A closed line is not cached: a visitor
+# is never turned away for longer than the hours say, whichever process they reach.
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def cached_line_status(county: str = "") -> LineStatus:
         for moment in (now + timedelta(seconds=seconds), status.opens_at, status.closes_at)
         if moment is not None
     )
-    if generation == _generation and until > now:
+    if status.open and generation == _generation and until > now:
         _cached[county] = _Cached(status, now, until)
     return status
 
