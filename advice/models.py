@@ -35,7 +35,8 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.lookups import In
+from django.db.models.functions import Coalesce
+from django.db.models.lookups import In, LessThan
 from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -109,6 +110,7 @@ class AdvisorProfile(models.Model):
     @classmethod
     def for_user(cls, user: Any) -> AdvisorProfile:
         profile, _created = cls.objects.get_or_create(user=user)
+        _spoken[user.pk] = profile.spoken()  # what the next take prefers (take_next)
         return profile
 
 
@@ -120,11 +122,14 @@ class ConversationQuerySet(models.QuerySet["Conversation"]):
         """Urgent first, then longest waiting."""
         return self.waiting().order_by("-urgent", "created_at", "id")
 
-    def next_for(self, spoken: set[str], now: datetime) -> ConversationQuerySet:
+    def next_for(
+        self, spoken: set[str], lapsed: datetime, preference: Callable | None = None
+    ) -> ConversationQuerySet:
         """The head of the queue in the order an advisor who speaks `spoken` takes it
-        (`take_preference`)."""
+        (`take_preference`; the preference lapsed for those created before `lapsed`)."""
         head = self.in_queue_order().values("pk")[:TAKE_NEXT_CANDIDATES]
-        return self.waiting().filter(pk__in=head).order_by(*take_preference(spoken, now))
+        order = (preference or take_preference)(spoken, lapsed)
+        return self.waiting().filter(pk__in=head).order_by(*order)
 
     def open(self) -> ConversationQuerySet:
         return self.filter(status__in=Conversation.OPEN_STATUSES)
@@ -305,21 +310,22 @@ class Conversation(models.Model):
         """Assign this waiting conversation to `advisor`. Of several advisors taking it at
         once exactly one wins: only a waiting row moves."""
         with transaction.atomic():
-            lock_within_capacity(advisor)
+            lock_profile(advisor)
             change = self._take_change(advisor, Conversation.objects.filter(pk=self.pk))
             stored = store.apply(change)
             if stored is None:
-                raise TAKEN.refusal()
+                raise explain(self.pk, [within_capacity(advisor), TAKEN])
             self._copy(stored)
             return events.on_commit(self.taken_events(change.entry))
 
-    def _take_change(self, advisor: Any, rows: models.QuerySet) -> store.Change:
-        """The take of the conversation `rows` selects, where it is still waiting."""
+    def _take_change(self, advisor: Any, rows: models.QuerySet | store.Guard) -> store.Change:
+        """The take of the conversation `rows` selects, where the take's rules hold
+        (`takeable`; a Guard applies them itself)."""
         event = self._event(ConversationEvent.Kind.TAKEN, advisor=advisor)
         entry = self._system_entry(Message.Event.ADVISOR_JOINED, advisor=advisor)
         return store.Change(
             self.pk,
-            rows.filter(TAKEN.holds),
+            rows if isinstance(rows, store.Guard) else takeable(rows, advisor),
             values={"status": self.Status.ACTIVE, "advisor": advisor, "taken_at": timezone.now()},
             records=[event],
             entry=entry,
@@ -341,9 +347,10 @@ class Conversation(models.Model):
         if not cls.objects.waiting().exists():
             raise queue_empty()  # said first, whatever the advisor's capacity
         with transaction.atomic():
-            profile = lock_within_capacity(advisor)
+            profile = lock_profile(advisor)
+            _spoken[advisor.pk] = profile.spoken()
             chosen = (
-                cls.objects.next_for(profile.spoken(), timezone.now())
+                cls.objects.next_for(profile.spoken(), preference_lapsed_before(timezone.now()))
                 .select_for_update(skip_locked=True, of=("self",))
                 .values_list("pk", flat=True)
                 .first()
@@ -354,7 +361,7 @@ class Conversation(models.Model):
             change = conversation._take_change(advisor, cls.objects.filter(pk=chosen))
             stored = store.apply(change)
             if stored is None:
-                raise queue_empty()
+                raise explain(chosen, [within_capacity(advisor), TAKEN])
             stored.advisor = advisor
             change.entry.conversation = stored
             return stored, events.on_commit(stored.taken_events(change.entry))
@@ -364,41 +371,29 @@ class Conversation(models.Model):
         """`take_next`, awaitable; on PostgreSQL without a thread: the same choice, compiled
         from the same QuerySet, in one transaction (an advisor's take never waits for a thread
         that a surge of arriving visitors keeps busy)."""
-        if store.enabled():
-            profile = AdvisorProfile.objects.filter(user=advisor).values_list(
-                "capacity", "languages"
+        spoken = _spoken.get(advisor.pk)
+        if store.enabled() and spoken is not None:
+            # One round trip: lock the advisor's profile, take (the rules, capacity among
+            # them, read under that lock), commit. The languages the choice prefers are the
+            # profile's as this process last read them (each take reads them again).
+            rows = store.Guard(
+                _next_rows,
+                shape=(take_preference, tuple(sorted(spoken))),
+                values=(advisor.pk, preference_lapsed_before(timezone.now())),
             )
-            active = Conversation.objects.filter(advisor=advisor, status=cls.Status.ACTIVE)
-
-            def choose(rows: list[list[tuple]]) -> store.Change | None:
-                found, [(count,)], [(waiting,)] = rows
-                if not found:
-                    return None  # no profile yet: the ORM path makes it
-                if not waiting:
-                    raise queue_empty()  # said first, whatever the advisor's capacity
-                capacity, languages = found[0]
-                check_capacity(capacity, count)
+            change = cls()._take_change(advisor, rows)
+            lock = AdvisorProfile.objects.filter(user=advisor.pk).values_list("languages")
+            locked, stored = await store.apply_after(store.locking(lock), change)
+            if locked:
                 languages_field = AdvisorProfile._meta.get_field("languages")
-                spoken = AdvisorProfile(
-                    languages=languages_field.from_db_value(languages, None, connection)
+                _spoken[advisor.pk] = AdvisorProfile(
+                    languages=languages_field.from_db_value(locked[0][0], None, connection)
                 ).spoken()
-                pick = cls.objects.next_for(spoken, timezone.now()).values("pk")[:1]
-                return cls()._take_change(advisor, cls.objects.filter(pk=store.Locked(pick)))
-
-            outcome = await store.decide_and_apply(
-                [
-                    store.locking(profile),
-                    store.count(active),
-                    store.count(cls.objects.waiting()[:1]),
-                ],
-                choose,
-            )
-            if outcome is not None:
-                stored, change = outcome
-                if stored is None:
-                    raise queue_empty()
+            if stored is not None:
                 stored.advisor = advisor
                 return stored, events.committed_and(stored.taken_events(change.entry))
+        # Nothing taken (nobody waiting, at capacity), or the first take here: the ORM's way,
+        # which says why.
         return await store.advisor_orm(cls.take_next)(advisor)
 
     # --- closing and leaving ------------------------------------------------------------------
@@ -667,7 +662,11 @@ class Conversation(models.Model):
     async def amessages_after(self, seq: int, limit: int = 500) -> list[Message]:
         if not store.enabled():
             return await database_sync_to_async(self.messages_after)(seq, limit)
-        entries = await store.select_async(self._after(seq)[:limit])
+        if seq >= SEQ_MAX:
+            return []  # nothing is numbered beyond the column's range
+        entries = await store.select_async(
+            store.Guard(_entries_after, shape=(limit,), values=(self.pk, seq), model=Message)
+        )
         for entry in entries:
             entry.conversation = self
         return entries
@@ -804,6 +803,14 @@ def _post_rows(
     return rows
 
 
+# The largest seq a stream can hold (Message.seq is a PostgreSQL integer).
+SEQ_MAX = 2**31 - 1
+
+
+def _entries_after(limit: int, pk: int, seq: int) -> models.QuerySet:
+    return Message.objects.filter(conversation_id=pk, seq__gt=seq).order_by("seq")[:limit]
+
+
 def queue_empty() -> DomainError:
     return DomainError("queue_empty", "Nobody is waiting.")
 
@@ -846,27 +853,55 @@ def check_line_open(county: str, status: Any = None) -> None:
         raise LineClosed(status)
 
 
-def lock_within_capacity(advisor: Any) -> AdvisorProfile:
-    """Lock the advisor's profile (made if missing), so that concurrent takes count against a
-    stable number, and refuse a take beyond their capacity. Inside the caller's transaction."""
+def lock_profile(advisor: Any) -> AdvisorProfile:
+    """Lock the advisor's profile (made if missing), so that one advisor's concurrent takes
+    count their conversations one after the other. Inside the caller's transaction."""
     profile, _created = AdvisorProfile.objects.select_for_update().get_or_create(user=advisor)
-    check_capacity(profile.capacity, active_of(advisor).count())
     return profile
 
 
-def active_of(advisor: Any) -> models.QuerySet:
-    return Conversation.objects.filter(advisor=advisor, status=Conversation.Status.ACTIVE)
+def within_capacity(advisor: Any) -> Rule:
+    """The advisor has fewer active conversations than their capacity (read under the
+    profile's lock, `lock_profile`)."""
+    active = (
+        Conversation.objects.filter(advisor=advisor, status=Conversation.Status.ACTIVE)
+        .values("advisor")
+        .annotate(n=models.Count("pk"))
+        .values("n")
+    )
+    capacity = AdvisorProfile.objects.filter(user=advisor).values("capacity")[:1]
+    return Rule(
+        "capacity_reached",
+        "You already have as many conversations as your capacity allows.",
+        Q(LessThan(Coalesce(models.Subquery(active), Value(0)), models.Subquery(capacity))),
+    )
 
 
-def check_capacity(capacity: int, active: int) -> None:
-    if active >= capacity:
-        raise DomainError(
-            "capacity_reached",
-            "You already have as many conversations as your capacity allows.",
-        )
+# The languages each advisor speaks, as this process last read them under their profile's lock
+# (the statement path of take_next prefers by them; each take reads them again).
+_spoken: dict[int, set[str]] = {}
 
 
-def take_preference(spoken: set[str], now: datetime) -> list[Any]:
+def takeable(rows: models.QuerySet, advisor: Any) -> models.QuerySet:
+    """`rows` where a take by `advisor` may happen: still waiting, the advisor within capacity."""
+    return rows.filter(TAKEN.holds, within_capacity(advisor).holds)
+
+
+def _next_rows(
+    preference: Callable, spoken: tuple[str, ...], advisor: int, lapsed: datetime
+) -> models.QuerySet:
+    """The conversation an advisor who speaks `spoken` takes next (`next_for`), locked as it is
+    read, others' locked ones passed over, where the take's rules hold."""
+    pick = Conversation.objects.next_for(set(spoken), lapsed, preference).values("pk")[:1]
+    return takeable(Conversation.objects.filter(pk=store.Locked(pick)), advisor)
+
+
+def preference_lapsed_before(now: datetime) -> datetime:
+    """Conversations created before this are taken in plain queue order (`take_preference`)."""
+    return now - timedelta(minutes=settings.TAKE_NEXT_PREFERENCE_MINUTES)
+
+
+def take_preference(spoken: set[str], lapsed: datetime) -> list[Any]:
     """The order in which an advisor who speaks `spoken` takes the next conversation.
 
     Urgent conversations always come first. Within urgent and within the rest, a conversation
@@ -875,12 +910,11 @@ def take_preference(spoken: set[str], now: datetime) -> list[Any]:
     holds. The preference lapses once a conversation has waited TAKE_NEXT_PREFERENCE_MINUTES:
     past that it is taken in plain queue order, so a visitor who needs an interpreter is never
     passed over for ever by advisors who would rather not arrange one."""
-    overdue = now - timedelta(minutes=settings.TAKE_NEXT_PREFERENCE_MINUTES)
     needed = Case(
         When(interpreter_needed=True, then=F("interpreter_language")), default=F("language")
     )
     fit = Case(
-        When(created_at__lte=overdue, then=Value(0)),
+        When(created_at__lte=lapsed, then=Value(0)),
         When(In(needed, sorted(spoken)), then=Value(0)),
         When(interpreter_needed=True, then=Value(2)),
         default=Value(1),

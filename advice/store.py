@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -98,6 +99,7 @@ class Guard:
     build: Callable[..., models.QuerySet]
     shape: tuple = ()
     values: tuple = ()
+    model: Any = None  # what it selects, for reads (known without building the QuerySet)
 
     def queryset(self) -> models.QuerySet:
         return self.build(*self.shape, *self.values)
@@ -122,34 +124,44 @@ class Change:
 
 def _guard_sql(change: Change) -> tuple[str, list[Any]]:
     """The SELECT of the pks of the change's rows (its rules), compiled by Django."""
-    rows = change.rows
-    if not isinstance(rows, Guard):
-        sql, params = rows.values("pk").query.sql_with_params()
+    return _compiled_sql(change.rows, pks=True)
+
+
+def _compiled_sql(rows: models.QuerySet | Guard, pks: bool) -> tuple[str, list[Any]]:
+    """The rows' SELECT (of their pks, or of whole rows), compiled by Django; a Guard's once
+    per shape."""
+
+    def compile_(queryset: models.QuerySet) -> tuple[str, list[Any]]:
+        sql, params = (queryset.values("pk") if pks else queryset).query.sql_with_params()
         return sql, list(params)
-    key = (rows.build, rows.shape, tuple(v is None for v in rows.values))
+
+    if not isinstance(rows, Guard):
+        return compile_(rows)
+    key = (rows.build, rows.shape, tuple(v is None for v in rows.values), pks)
     compiled = _compiled.get(key)
     if compiled is None:
         stand_ins = tuple(None if v is None else _stand_in(n, v) for n, v in enumerate(rows.values))
-        sql, params = rows.build(*rows.shape, *stand_ins).values("pk").query.sql_with_params()
-        params = list(params)
+        sql, params = compile_(rows.build(*rows.shape, *stand_ins))
+        # Where each stand-in went, and as what (the backend may wrap a value, psycopg's
+        # Int4 for an integer column).
         places = {
-            i: stand_ins.index(p)
+            i: (stand_ins.index(p), type(p))
             for i, p in enumerate(params)
-            if any(p is not None and type(p) is type(s) and p == s for s in stand_ins)
+            if any(p is not None and isinstance(p, type(s)) and p == s for s in stand_ins)
         }
-        if len(set(places.values())) < sum(s is not None for s in stand_ins):
+        if len({n for n, _kind in places.values()}) < sum(s is not None for s in stand_ins):
             # A value the compiler changed on its way (no stand-in found): compile each time.
-            sql, params = rows.queryset().values("pk").query.sql_with_params()
-            return sql, list(params)
+            return compile_(rows.queryset())
         compiled = _compiled[key] = (sql, params, places)
     sql, params, places = compiled
     params = list(params)
-    for i, n in places.items():
-        params[i] = rows.values[n]
+    for i, (n, kind) in places.items():
+        value = rows.values[n]
+        params[i] = kind(value) if isinstance(value, int) and kind is not type(value) else value
     return sql, params
 
 
-_compiled: dict[Any, tuple[str, list[Any], dict[int, int]]] = {}
+_compiled: dict[Any, tuple[str, list[Any], dict[int, tuple[int, type]]]] = {}
 
 
 def _model_of(change: Change) -> type[models.Model]:
@@ -167,25 +179,16 @@ def _parent_model() -> type[models.Model]:
     return apps.get_model("advice", "Conversation")
 
 
-@functools.cache
-def _lock_template(model: type[models.Model]) -> str:
-    sql, _params = _locking(model.objects.filter(pk=_stand_in(0, 0)).values_list("pk"))
-    return sql
-
-
-def _lock_sql(model: type[models.Model], pk: int) -> tuple[str, list[Any]]:
-    """Lock one row by its pk (compiled once per model)."""
-    return _lock_template(model), [pk]
-
-
 def _stand_in(n: int, value: Any) -> Any:
     """A value of the same type no real input has."""
     if isinstance(value, bool):
         raise TypeError("a bool changes a statement's shape: pass it in `shape`")
     if isinstance(value, int):
-        return -(10**15) - n
+        return 2_147_480_000 + n  # within every integer column's range, which Django checks
     if isinstance(value, str):
         return f"\x00stand-in {n}"
+    if isinstance(value, datetime):
+        return datetime(1901, 1, 1, tzinfo=UTC) + timedelta(microseconds=n)
     raise TypeError(f"no stand-in for {type(value).__name__}")
 
 
@@ -219,51 +222,25 @@ async def apply_async(change: Change) -> models.Model | None:
     return _finish(change, await _batched("change", _apply_together, key=_pk_of)(change))
 
 
-async def decide_and_apply(
-    reads: list[tuple[str, Any]], decide: Callable[[list[list[tuple]]], Change | None]
-) -> tuple[models.Model | None, Change] | None:
-    """Read (and lock) under a transaction, let `decide` make the change from what was read,
-    make it, commit: two round trips. None when `decide` made none; `decide` may raise (the
-    transaction is then rolled back)."""
+async def apply_after(
+    lock: tuple[str, Any], change: Change
+) -> tuple[list[tuple], models.Model | None]:
+    """`lock` (a SELECT … FOR UPDATE), then the change, in one transaction and one round trip:
+    the locked rows, and the row as stored after the change (None: its rules did not hold)."""
+    sql, params = _statement(change)
     async with (await _pool("advisors")).connection() as conn:
-        try:
-            cursors = []
-            async with conn.pipeline():
-                await conn.execute("BEGIN")
-                for sql, params in reads:
-                    cursors.append(await conn.execute(sql, params, prepare=False))
-            rows = [await cursor.fetchall() for cursor in cursors]
-            change = decide(rows)
-            if change is None:
-                await conn.execute("ROLLBACK")
-                return None
-            sql, params = _statement(change)
-            async with conn.pipeline():
-                # Not prepared: a plan made for a short queue is wrong for a long one.
-                cursor = await conn.execute(sql, params, prepare=False)
-                await conn.execute("COMMIT")
-            row = await cursor.fetchone()
-        except BaseException:
-            if not conn.closed and conn.info.transaction_status != _idle():
-                await conn.execute("ROLLBACK")
-            raise
-    return _finish(change, row), change
-
-
-def _idle() -> Any:
-    from psycopg.pq import TransactionStatus
-
-    return TransactionStatus.IDLE
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            locked = await conn.execute(*lock)
+            # Not prepared: a plan made for a short queue is wrong for a long one.
+            cursor = await conn.execute(sql, params, prepare=False)
+            await conn.execute("COMMIT")
+        return await locked.fetchall(), _finish(change, await cursor.fetchone())
 
 
 def locking(queryset: models.QuerySet) -> tuple[str, Any]:
     """The queryset's SELECT with FOR UPDATE."""
     return _locking(queryset)
-
-
-def count(queryset: models.QuerySet) -> tuple[str, Any]:
-    sql, params = queryset.values("pk").query.sql_with_params()
-    return f"SELECT count(*) FROM ({sql}) AS counted", params
 
 
 class Locked(models.Subquery):
@@ -326,10 +303,10 @@ async def _alone(job: list[tuple[str, Any]]) -> tuple | None:
 
 
 def _job(change: Change) -> list[tuple[str, Any]]:
-    """The change as statements: lock the row, then the change's statement (none when no row
-    can meet its rules)."""
+    """The change as statements (none when no row can meet its rules): one, whose rules are
+    read with the row's lock."""
     try:
-        return [_lock_sql(_model_of(change), change.pk), _statement(change)]
+        return [_statement(change, lock=True)]
     except EmptyResultSet:
         return []
 
@@ -342,11 +319,15 @@ def _locking(queryset: models.QuerySet, skip_locked: bool = False) -> tuple[str,
     return f"{sql} {clause}", params
 
 
-def _statement(change: Change) -> tuple[str, list[Any]]:
+def _statement(change: Change, lock: bool = False) -> tuple[str, list[Any]]:
     """UPDATE the row where the rules hold, RETURNING it; INSERT the records and the entry from
-    what it returned; SELECT (entry id, the row)."""
+    what it returned; SELECT (entry id, the row). With `lock`, the rules are read with the
+    row's lock (SELECT … FOR UPDATE): should another transaction change the row first,
+    PostgreSQL reads them again on what it committed."""
     model = _model_of(change)
     guard, guard_params = _guard_sql(change)
+    if lock:
+        guard = f"{guard} {django_connection.ops.for_update_sql()}"
     head, tail, fields = _update_sql(model, tuple(change.values), change.entry is not None)
     params = []
     for f, value in zip(fields, change.values.values(), strict=True):
@@ -477,16 +458,18 @@ def _insert_with_children(instance: models.Model, children: tuple) -> tuple[str,
     return "".join(parts), params
 
 
-async def select_async(queryset: models.QuerySet) -> list[models.Model]:
-    """The queryset's model instances, read on this event loop's connections."""
+async def select_async(rows: models.QuerySet | Guard) -> list[models.Model]:
+    """The rows' model instances (a QuerySet's, or a Guard's, compiled once per shape), read
+    on this event loop's connections."""
     try:
-        sql, params = queryset.query.sql_with_params()
+        sql, params = _compiled_sql(rows, pks=False)
     except EmptyResultSet:
         return []
     async with (await _pool()).connection() as conn:
         cursor = await conn.execute(sql, params)
-        rows = await cursor.fetchall()
-    return [_from_row(queryset.model, row) for row in rows]
+        found = await cursor.fetchall()
+    model = (rows.model or rows.queryset().model) if isinstance(rows, Guard) else rows.model
+    return [_from_row(model, row) for row in found]
 
 
 async def fetch_one(sql: str, params: list[Any]) -> tuple | None:
