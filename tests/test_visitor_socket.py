@@ -640,7 +640,9 @@ async def test_events_reach_the_sockets_only_after_their_rows_are_committed(advi
         if len(probe.seen) == 3:
             break
         await asyncio.sleep(0.02)
-    assert probe.seen == [(1, True), (2, True), (3, True)]
+    # Events of different frames may reach the hub in either order (a frame's events wait for
+    # its handler to finish); a socket that sees a gap reads the stream from the database.
+    assert sorted(probe.seen) == [(1, True), (2, True), (3, True)]
     await visitor.disconnect()
     await console.disconnect()
 
