@@ -494,6 +494,12 @@ async def run_together(jobs: list[list[tuple[str, Any]]], kind: str = "shared") 
     """Jobs (each a list of statements) in one transaction and one round trip: BEGIN, every
     statement and COMMIT go to the server together. Each job's last statement's first row."""
     async with (await _pool(kind)).connection() as conn:
+        if len(jobs) == 1 and len(jobs[0]) == 1:
+            # One statement is a transaction of its own (the connection autocommits), without
+            # the pipeline's work.
+            ((sql, params),) = jobs[0]
+            cursor = await conn.execute(sql, params)
+            return [await cursor.fetchone()]
         cursors = []
         async with conn.pipeline():
             await conn.execute("BEGIN")
