@@ -110,6 +110,9 @@ class AdvisorProfile(models.Model):
     @classmethod
     def for_user(cls, user: Any) -> AdvisorProfile:
         profile, _created = cls.objects.get_or_create(user=user)
+        # The caller's user, so that naming the advisor (`str`) needs no query: the console
+        # names them on its event loop, where a query may not run.
+        profile.user = user
         _spoken[user.pk] = profile.spoken()  # what the next take prefers (take_next)
         return profile
 

@@ -102,6 +102,37 @@ async def test_the_console_says_hello_and_shows_the_queue_in_queue_order(advisor
         await socket.disconnect()
 
 
+def superuser_as_createsuperuser_makes_one() -> Any:
+    """No profile and no display name: what `manage.py createsuperuser` leaves (README's way to
+    make the first advisor), with a TOTP device added the way an admin does."""
+    from django.contrib.auth import get_user_model
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    user = get_user_model().objects.create_superuser("root", password="a long pass phrase")
+    TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
+    return user
+
+
+@pytest.mark.parametrize("profile", ["none yet", "no display name"])
+async def test_the_console_works_for_an_advisor_without_a_display_name(profile):
+    user = await database_sync_to_async(superuser_as_createsuperuser_makes_one)()
+    if profile == "no display name":
+        from advice.models import AdvisorProfile
+
+        await AdvisorProfile.objects.acreate(user=user)
+    visitor = await visitor_socket()
+    await visitor.send_json_to(START)
+    console, connected = await advisor_socket(user)
+    assert connected
+    hello = await receive_until(console, "hello")
+    assert hello["advisor"]["name"] == "root"
+    assert (await receive_until(console, "queue"))["waiting"]
+    await console.send_json_to({"type": "take_next"})
+    assert (await receive_until(console, "conversation"))["conversation"]["status"] == "active"
+    await console.disconnect()
+    await visitor.disconnect()
+
+
 async def test_taking_a_chosen_conversation_follows_it_and_takes_it_off_every_queue(
     advisor,
     other_advisor,
