@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
 from config.env import env_bool, env_int, env_list, env_str
+from config.logs import not_a_quick_exit
 from sms.config import twilio_from_environment
 
 
@@ -304,8 +305,12 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "not_a_quick_exit": {"()": "django.utils.log.CallbackFilter", "callback": not_a_quick_exit}
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
+        "django.request": {"filters": ["not_a_quick_exit"]},
         "daphne.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
         "daphne.server": {"level": "WARNING"},
         "django.channels.server": {"handlers": [], "level": "CRITICAL", "propagate": False},

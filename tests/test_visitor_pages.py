@@ -7,6 +7,7 @@ pages and their script must never contain (QE-10..QE-13), the interruption and s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -422,14 +423,20 @@ def test_the_beacon_ends_a_waiting_conversation_as_quick_exit_and_revokes_the_to
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_second_beacon_with_the_same_token_is_refused_and_changes_nothing(browser_client):
+def test_a_second_beacon_with_the_same_token_is_refused_and_changes_nothing(browser_client, caplog):
     conversation, token = start_conversation()
     assert beacon(browser_client, token).status_code == 200
     events, messages = conversation.events.count(), conversation.messages.count()
-    second = beacon(browser_client, token)
+    with caplog.at_level(logging.INFO):
+        second = beacon(browser_client, token)
+        browser_client.get("/en/no-such-page/")
     assert second.status_code == 404
     assert second.json()["code"] == "invalid_token"
     assert (conversation.events.count(), conversation.messages.count()) == (events, messages)
+    # The usual end of a quick exit (the frame ended it, then the beacon came) leaves no log
+    # line; another page's 404 still does.
+    logged = [r.getMessage() for r in caplog.records if r.name == "django.request"]
+    assert logged == ["Not Found: /en/no-such-page/"]
 
 
 @pytest.mark.django_db(transaction=True)
