@@ -19,7 +19,7 @@ from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.urls import translate_url
 from django.utils.translation import get_language
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_http_methods, require_safe
 
 from advice.choices import COUNTIES, INTERPRETER_LANGUAGES, SafeNow, Writer
 from chat.quick_exit import quick_exit_by_token
@@ -72,7 +72,7 @@ def quick_exit_host() -> str:
     return urlsplit(settings.QUICK_EXIT_URL).hostname or ""
 
 
-@require_GET
+@require_safe
 def start(request: HttpRequest) -> HttpResponse:
     """The start page, which is also the interruption page (QE-14): before the chat it explains
     the exit button and Shift x3, says that browser history is not erased, and links to the
@@ -80,7 +80,7 @@ def start(request: HttpRequest) -> HttpResponse:
     return visitor_page(request, "chat/start.html", page="start")
 
 
-@require_GET
+@require_safe
 def safety(request: HttpRequest) -> HttpResponse:
     """Staying safer online, and what the service keeps."""
     return visitor_page(
@@ -93,7 +93,7 @@ def safety(request: HttpRequest) -> HttpResponse:
     )
 
 
-@require_GET
+@require_safe
 def chat(request: HttpRequest) -> HttpResponse:
     """The form and the chat, in one page: the chat never adds a history entry."""
     current = get_language()
@@ -118,7 +118,7 @@ def chat(request: HttpRequest) -> HttpResponse:
     )
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 async def exit_page(request: HttpRequest) -> HttpResponse:
     """/exit/: asks the browser to forget this site (200 with Clear-Site-Data, QE-9).
 

@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import get_language_info, gettext_lazy, ngettext_lazy
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_otp import devices_for_user, user_has_device
 from django_otp import login as otp_login
 from django_otp.forms import OTPAuthenticationFormMixin, OTPTokenForm
@@ -91,7 +91,7 @@ ENDED_NOTICES = {
 }
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def login(request: HttpRequest) -> HttpResponse:
     """Step one: the password. Django rotates the session key here (session fixation, O-8)."""
     user = request.user
@@ -142,7 +142,7 @@ class AdvisorTokenForm(OTPTokenForm):
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def verify(request: HttpRequest) -> HttpResponse:
     """Step two: a TOTP code from the advisor's confirmed device. django-otp refuses a code
     that was used before (last_t, O-4) and throttles wrong ones (1, 2, 4, ... seconds, O-5).
@@ -173,7 +173,7 @@ def verify(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def enrol(request: HttpRequest) -> HttpResponse:
     """First login: a new TOTP device, shown as a QR code drawn here (no outside service). It
     stays unconfirmed, and useless for logging in, until a correct code is entered (O-3)."""
@@ -226,7 +226,7 @@ def logout(request: HttpRequest) -> HttpResponse:
     return redirect("advisor-login")
 
 
-@require_GET
+@require_safe
 def admin_login(request: HttpRequest) -> HttpResponse:
     """The admin's login page is ours: password, then TOTP, then back to the admin (O-7)."""
     next_url = _safe_next(request) or reverse("admin:index")

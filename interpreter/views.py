@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import translation
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from advice.choices import INTERPRETER_LANGUAGES
 from config.language import advisor_language
@@ -61,7 +61,7 @@ def page_strings() -> dict[str, str]:
     }
 
 
-@require_GET
+@require_safe
 def page(request: HttpRequest) -> HttpResponse:
     # Swedish or English, like the advisor side: the interpreter is a professional.
     with translation.override(advisor_language(request.META.get("HTTP_ACCEPT_LANGUAGE", ""))):

@@ -540,3 +540,29 @@ async def test_a_quick_exit_frame_before_any_conversation_is_a_typed_error():
     error = await receive_until(visitor, "error")
     assert (error["code"], error["ref"]) == ("no_conversation", "quick_exit")
     await visitor.disconnect()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/",
+        "/en/",
+        "/en/chat/",
+        "/en/about/",
+        "/exit/",
+        "/interpreter/",
+        "/advisor/",
+        "/advisor/login/",
+        "/admin/login/",
+    ],
+)
+def test_head_answers_wherever_get_does(browser_client, url):
+    """Uptime monitors and link checkers ask with HEAD: the same status and headers, no body."""
+    got = browser_client.get(url)
+    head = browser_client.head(url)
+    assert got.status_code in (200, 302)
+    assert head.status_code == got.status_code
+    assert head.get("Location") == got.get("Location")
+    assert head["Cache-Control"] == got["Cache-Control"]
+    assert head.content == b""
