@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django_otp.admin import OTPAdminSite
 
+from config.health import health
 from console import views
 
 # The admin needs an OTP-verified session like every advisor page (O-7).
@@ -17,6 +18,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("sms/", include("sms.urls")),
     path("interpreter/", include("interpreter.urls")),
+    path("health/", health, name="health"),
     path("", include("chat.urls_neutral")),
 ]
 
