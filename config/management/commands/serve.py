@@ -10,6 +10,10 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from realtime.sockets import MAX_FRAME_BYTES
+
+DAPHNE_MAX_MESSAGE_BYTES = 4 * MAX_FRAME_BYTES
+
 
 def daphne_args(*, host: str, port: int | None = None, fd: int | None = None) -> list[str]:
     endpoint = ["--fd", str(fd)] if fd is not None else ["-b", host, "-p", str(port)]
@@ -18,11 +22,12 @@ def daphne_args(*, host: str, port: int | None = None, fd: int | None = None) ->
         # Verbosity 0: no access log, so no client addresses anywhere (D-2, C-7).
         "-v",
         "0",
-        # The longest frame we accept is a 4,000-character text in JSON; 64 KiB is plenty.
+        # The sockets refuse a frame over MAX_FRAME_BYTES with a typed error and stay open;
+        # Daphne closes the connection only on one far beyond it.
         "--websocket-max-message-size",
-        str(64 * 1024),
+        str(DAPHNE_MAX_MESSAGE_BYTES),
         "--websocket-max-frame-size",
-        str(64 * 1024),
+        str(DAPHNE_MAX_MESSAGE_BYTES),
         # Keepalive pings from the server find dead connections the client never closed.
         "--ping-interval",
         "20",
