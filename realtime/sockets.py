@@ -52,13 +52,19 @@ class ProtocolError(Refused):
     """A frame that breaks the protocol itself (not JSON, a missing or malformed field...)."""
 
 
+def _parse_int(digits: str) -> int | float:
+    # A valid JSON number too long for any field (and for Python's int(), past 4,300 digits)
+    # becomes a float, which the field's type check then refuses as `invalid_field`.
+    return int(digits) if len(digits) <= 40 else float(digits)
+
+
 def parse_frame(text: str | None) -> dict[str, Any]:
     if text is None:
         raise ProtocolError("invalid_frame", "Frames are JSON text, not binary.")
     if len(text) > MAX_FRAME_BYTES:
         raise ProtocolError("frame_too_large", "The frame is too large.")
     try:
-        frame = json.loads(text)
+        frame = json.loads(text, parse_int=_parse_int)
     except (ValueError, RecursionError):
         raise ProtocolError("invalid_json", "The frame is not valid JSON.") from None
     if not isinstance(frame, dict):

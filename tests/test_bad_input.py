@@ -263,6 +263,18 @@ async def test_a_bad_resume_gets_a_typed_error(case, resume, code):
     await visitor.disconnect()
 
 
+async def test_a_number_of_5000_digits_is_valid_json_and_a_field_error():
+    """Longer than Python's int() reads (4,300 digits), but valid JSON: the field is wrong, the
+    frame is not."""
+    await started_visitor()
+    visitor = await visitor_socket()
+    number = "1" + "0" * 4999
+    await expect_error(
+        visitor, "invalid_field", text=f'{{"type":"resume","token":"wrong","last_seq":{number}}}'
+    )
+    await visitor.disconnect()
+
+
 async def test_a_huge_last_seq_is_an_error_or_nothing_missed_never_a_crash():
     _visitor, token = await started_visitor()
     again = await visitor_socket()
