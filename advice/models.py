@@ -1137,6 +1137,10 @@ class QueueSnapshot:
         )
         return cls(waiting=waiting, average_wait_seconds=average, order=order)
 
+    def total(self) -> int:
+        """How many are waiting, the head that advisors are sent and the rest."""
+        return len(self.order) if self.order is not None else len(self.waiting)
+
     def position_of(self, conversation_id: int) -> int | None:
         if not hasattr(self, "_positions"):
             order = self.order if self.order is not None else [c.pk for c in self.waiting]

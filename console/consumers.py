@@ -319,6 +319,7 @@ class AdvisorConsumer(InterpreterAndNoteFrames, JsonSocket):
                 {
                     "type": "queue",
                     "waiting": await self._with_contacts(snapshot.summaries(), cache=snapshot),
+                    "waiting_total": snapshot.total(),
                     "average_wait_seconds": snapshot.average_wait_seconds,
                 }
             )

@@ -300,6 +300,7 @@ def console_strings() -> dict[str, str]:
         "queue_none": _("Nobody is waiting."),
         "queue_one": _("1 waiting"),
         "queue_many": _("{n} waiting"),
+        "queue_more": _("{n} waiting. The first {shown} are listed."),
         "capacity": _("{n} of {capacity} conversations"),
         "capacity_full": _("You have as many conversations as you can take."),
         "take": _("Take"),

@@ -276,6 +276,16 @@ async def test_every_waiting_visitor_learns_their_place_even_beyond_what_advisor
     assert snapshot.position_of(ids[-1]) == QUEUE_SENT_TO_ADVISORS + 3
 
 
+async def test_the_console_is_told_how_many_wait_beyond_the_head_it_is_sent(advisor):
+    await sync_to_async(lambda: [new_conversation() for _ in range(QUEUE_SENT_TO_ADVISORS + 3)])()
+    console, connected = await advisor_socket(advisor)
+    assert connected
+    queue = await receive_until(console, "queue")
+    assert len(queue["waiting"]) == QUEUE_SENT_TO_ADVISORS
+    assert queue["waiting_total"] == QUEUE_SENT_TO_ADVISORS + 3
+    await console.disconnect()
+
+
 async def test_waiting_visitors_see_their_place_move_as_conversations_are_taken_with_few_frames(
     advisor, other_advisor
 ):

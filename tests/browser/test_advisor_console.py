@@ -232,6 +232,18 @@ def test_the_queue_is_urgent_first_and_the_next_one_is_taken_in_that_order(
             visitor.close()
 
 
+def test_a_long_queue_says_how_many_wait_beyond_the_rows_it_lists(daphne_server, console_page):
+    from advice.models import QUEUE_SENT_TO_ADVISORS
+
+    for _ in range(QUEUE_SENT_TO_ADVISORS + 3):
+        Conversation.start_web(language="en", writer="young")
+    log_in(console_page, daphne_server, advisor("alice"))
+    expect(queue_rows(console_page)).to_have_count(QUEUE_SENT_TO_ADVISORS)
+    expect(console_page.locator("#queue-count")).to_have_text(
+        f"{QUEUE_SENT_TO_ADVISORS + 3} waiting. The first {QUEUE_SENT_TO_ADVISORS} are listed."
+    )
+
+
 def test_capacity_and_typed_errors_show_as_calm_notices(daphne_server, console_page):
     page = console_page
     alice = advisor("alice", capacity=2)

@@ -359,6 +359,9 @@
 
   function onQueue(frame) {
     state.queue = Array.isArray(frame.waiting) ? frame.waiting : [];
+    // The frame lists the head of the queue; waiting_total counts everyone waiting.
+    state.queueTotal = typeof frame.waiting_total === "number" ?
+      Math.max(frame.waiting_total, state.queue.length) : state.queue.length;
     renderQueue();
   }
 
@@ -395,8 +398,11 @@
       var target = next ? next.querySelector('[data-action="take"]') : null;
       (target && !target.disabled ? target : els.takeNext).focus();
     }
-    var n = state.queue.length;
+    var n = state.queueTotal || state.queue.length;
     var countText = n === 0 ? S.queue_none : n === 1 ? S.queue_one : fill(S.queue_many, { n: n });
+    if (n > state.queue.length) {
+      countText = fill(S.queue_more, { n: n, shown: state.queue.length });
+    }
     if (countText !== state.lastQueueCountText) {
       els.queueCount.textContent = countText;  // aria-live: read out only when it changes
       state.lastQueueCountText = countText;
