@@ -1,6 +1,7 @@
 """The ASGI entry point: HTTP through Django, WebSockets through Channels.
 
-Every socket sits behind the origin check (a page on another site cannot open them). Only the
+Every socket sits behind the origin check (config/origins.py: only the service's own pages,
+scheme, host and port, can open them). Only the
 advisor's socket goes through the session and auth middleware: it needs the OTP-verified
 session. The visitor's and the interpreter's sockets carry no session and prove themselves
 with a token inside a frame, so they skip both (no cookie read, no user looked up on the shared
@@ -16,13 +17,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from advice import server_tuning  # noqa: E402
 from chat.consumers import VisitorConsumer  # noqa: E402
+from config.origins import SameOriginOnly  # noqa: E402
 from console.consumers import AdvisorConsumer  # noqa: E402
 from interpreter.consumers import InterpreterConsumer  # noqa: E402
 
@@ -34,7 +35,7 @@ http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(
+        "websocket": SameOriginOnly(
             URLRouter(
                 [
                     path("ws/chat/", VisitorConsumer.as_asgi()),

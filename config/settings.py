@@ -64,6 +64,11 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 if not DEBUG and "*" in ALLOWED_HOSTS:
     # The WebSocket origin check is built on ALLOWED_HOSTS; "*" would accept any origin.
     raise ImproperlyConfigured("ALLOWED_HOSTS must not contain '*'")
+# Origins beyond the service's own (config/origins.py), e.g. "https://chat.example.se:8443"
+# behind a proxy that does not pass on the Host the browser used: trusted by the WebSocket
+# origin check and by Django's CSRF check alike.
+TRUSTED_ORIGINS = [origin.lower().rstrip("/") for origin in env_list("TRUSTED_ORIGINS", [])]
+CSRF_TRUSTED_ORIGINS = list(TRUSTED_ORIGINS)
 
 PORT = env_int("PORT", 8000, minimum=1)
 
@@ -274,7 +279,10 @@ if HTTPS:
     SECURE_HSTS_SECONDS = 31536000
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
-    CSRF_TRUSTED_ORIGINS = [f"https://{host}" for host in ALLOWED_HOSTS if host != "*"]
+    CSRF_TRUSTED_ORIGINS = [
+        *(f"https://{host}" for host in ALLOWED_HOSTS if host != "*"),
+        *TRUSTED_ORIGINS,
+    ]
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "no-referrer"

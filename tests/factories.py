@@ -19,6 +19,9 @@ from advice.models import AdvisorProfile
 
 PASSWORD = "correct horse battery staple"
 ORIGIN = b"http://127.0.0.1"
+# The Host the browser connected to, which the origin must match (config/origins.py).
+HOST = b"127.0.0.1"
+SAME_ORIGIN = [(b"host", HOST), (b"origin", ORIGIN)]
 
 
 def make_advisor(
@@ -61,7 +64,9 @@ def application():
 
 
 async def visitor_socket(origin: bytes = ORIGIN) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(application(), "/ws/chat/", headers=[(b"origin", origin)])
+    communicator = WebsocketCommunicator(
+        application(), "/ws/chat/", headers=[(b"host", HOST), (b"origin", origin)]
+    )
     connected, _code = await communicator.connect()
     assert connected
     return communicator
@@ -74,7 +79,7 @@ async def advisor_socket(
     communicator = WebsocketCommunicator(
         application(),
         "/ws/advisor/",
-        headers=[(b"origin", origin), (b"cookie", cookie.encode())],
+        headers=[(b"host", HOST), (b"origin", origin), (b"cookie", cookie.encode())],
     )
     connected, _code = await communicator.connect()
     return communicator, connected

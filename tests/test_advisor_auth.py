@@ -31,8 +31,8 @@ from advice.models import Conversation, Message
 from console.auth import AUTHENTICATED_AT, LAST_ACTIVE_AT
 from console.consumers import ACTIVITY_WRITE_INTERVAL
 from tests.factories import (
-    ORIGIN,
     PASSWORD,
+    SAME_ORIGIN,
     START,
     application,
     make_advisor,
@@ -541,7 +541,7 @@ def timed_session_cookie(user: Any, *, authenticated_at: float, last_active_at: 
 
 
 async def connect_with_cookie(cookie: str | None) -> tuple[WebsocketCommunicator, bool]:
-    headers = [(b"origin", ORIGIN)]
+    headers = [*SAME_ORIGIN]
     if cookie:
         headers.append((b"cookie", cookie.encode()))
     communicator = WebsocketCommunicator(application(), "/ws/advisor/", headers=headers)

@@ -381,27 +381,61 @@ async def test_the_advisor_socket_refuses_binary_and_broken_frames_too(advisor):
 
 @pytest.mark.parametrize("route", ["/ws/chat/", "/ws/advisor/"])
 @pytest.mark.parametrize(
-    "origin",
-    [b"https://evil.example", b"http://127.0.0.1.evil.example", b"null", None],
-    ids=["another site", "a lookalike host", "null", "no origin"],
+    ("host", "origin"),
+    [
+        (b"127.0.0.1:8000", b"https://evil.example"),
+        (b"127.0.0.1:8000", b"http://127.0.0.1.evil.example:8000"),
+        (b"127.0.0.1:8000", b"http://127.0.0.1:8000.evil.example"),
+        (b"127.0.0.1:8000", b"http://127.0.0.1:8001"),
+        (b"127.0.0.1:8000", b"http://127.0.0.1"),
+        (b"127.0.0.1:8000", b"https://127.0.0.1:8000"),
+        (b"127.0.0.1:8000", b"null"),
+        (b"127.0.0.1:8000", None),
+        (b"evil.example", b"http://evil.example"),
+        (None, b"http://127.0.0.1"),
+    ],
+    ids=[
+        "another site",
+        "a lookalike host",
+        "a port run into another host",
+        "another port",
+        "no port for a port",
+        "another scheme",
+        "null",
+        "no origin",
+        "a host not allowed",
+        "no host",
+    ],
 )
-async def test_a_socket_from_another_origin_or_none_is_refused(advisor, route, origin):
+async def test_a_socket_from_another_origin_or_none_is_refused_with_403(
+    advisor, route, host, origin
+):
     cookie = await database_sync_to_async(session_cookie)(advisor)
     headers = [(b"cookie", cookie.encode())]
+    if host is not None:
+        headers.append((b"host", host))
     if origin is not None:
         headers.append((b"origin", origin))
     communicator = WebsocketCommunicator(application(), route, headers=headers)
     connected, _code = await communicator.connect()
-    assert connected is False
+    assert connected is False  # Daphne answers 403 (tests/test_live_server.py)
 
 
 @pytest.mark.parametrize("route", ["/ws/chat/", "/ws/advisor/"])
-async def test_a_socket_from_the_services_own_origin_is_accepted(advisor, route):
+@pytest.mark.parametrize(
+    ("host", "origin"),
+    [
+        (b"127.0.0.1:8000", b"http://127.0.0.1:8000"),
+        (b"localhost:8000", b"http://LOCALHOST:8000"),
+        (b"127.0.0.1", b"http://127.0.0.1"),
+    ],
+)
+async def test_a_socket_from_the_services_own_origin_is_accepted(advisor, route, host, origin):
     cookie = await database_sync_to_async(session_cookie)(advisor)
     communicator = WebsocketCommunicator(
         application(),
         route,
-        headers=[(b"origin", b"http://127.0.0.1"), (b"cookie", cookie.encode())],
+        headers=[(b"host", host), (b"origin", origin), (b"cookie", cookie.encode())],
     )
     connected, _code = await communicator.connect()
     assert connected is True

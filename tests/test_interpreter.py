@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from advice.models import Conversation, ConversationEvent, InterpreterInvitation, Message
 from tests.factories import (
-    ORIGIN,
+    SAME_ORIGIN,
     START,
     advisor_socket,
     application,
@@ -43,9 +43,7 @@ def _no_pooled_connection_left_behind():
 
 
 async def interpreter_socket() -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(
-        application(), "/ws/interpreter/", headers=[(b"origin", ORIGIN)]
-    )
+    communicator = WebsocketCommunicator(application(), "/ws/interpreter/", headers=[*SAME_ORIGIN])
     connected, _code = await communicator.connect()
     assert connected
     return communicator

@@ -201,7 +201,7 @@ async def _advisor_answers(server: Daphne, advisor) -> None:
     cookie = await database_sync_to_async(session_cookie)(advisor)
     async with websockets.connect(
         server.ws_url + "/ws/advisor/",
-        origin="http://127.0.0.1",
+        origin=server.url,
         additional_headers={"Cookie": cookie},
     ) as console:
 

@@ -21,7 +21,7 @@ from channels.testing import WebsocketCommunicator
 from django.db import connection
 
 from advice.models import Conversation, DomainError, Message
-from tests.factories import ORIGIN, application, make_advisor, session_cookie
+from tests.factories import SAME_ORIGIN, application, make_advisor, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,7 +113,7 @@ def test_twenty_advisor_sockets_taking_one_conversation_at_once_give_one_winner_
             console = WebsocketCommunicator(
                 application(),
                 "/ws/advisor/",
-                headers=[(b"origin", ORIGIN), (b"cookie", cookies[i].encode())],
+                headers=[*SAME_ORIGIN, (b"cookie", cookies[i].encode())],
             )
             connected, _ = await console.connect(timeout=10)
             assert connected
@@ -256,7 +256,7 @@ def test_concurrent_sends_on_sockets_are_acked_with_unique_seqs_and_every_socket
     def run(i: int, barrier: threading.Barrier) -> tuple[list[int], list[int]]:
         async def scenario() -> tuple[list[int], list[int]]:
             is_visitor = i < 2
-            headers = [(b"origin", ORIGIN)]
+            headers = [*SAME_ORIGIN]
             if not is_visitor:
                 headers.append((b"cookie", cookie.encode()))
             socket = WebsocketCommunicator(

@@ -664,3 +664,41 @@ def test_a_supervisor_deactivates_an_advisor_in_the_admin_and_her_console_closes
         assert alice.is_active is False
     finally:
         supervisor.close()
+
+
+OPEN_SOCKET = """url => new Promise(resolve => {
+  const socket = new WebSocket(url);
+  socket.onopen = () => { socket.close(); resolve("open"); };
+  socket.onclose = () => resolve("refused");
+})"""
+
+
+def test_a_page_on_another_port_of_the_same_host_cannot_open_the_advisors_socket(
+    daphne_server, console_page
+):
+    """The browser sends the advisor's cookie to every port of the host (and SameSite counts
+    them as one site): only the origin check stands between such a page and the socket."""
+    import http.server
+    import threading
+
+    class AnotherApp(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<!doctype html><title>another app</title>")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AnotherApp)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        log_in(console_page, daphne_server, advisor("alice"))
+        socket_url = daphne_server.ws_url + "/ws/advisor/"
+        # From the console itself the socket opens: the session is good.
+        assert console_page.evaluate(OPEN_SOCKET, socket_url) == "open"
+        console_page.goto(f"http://127.0.0.1:{other.server_address[1]}/")
+        assert console_page.evaluate(OPEN_SOCKET, socket_url) == "refused"
+    finally:
+        other.shutdown()
