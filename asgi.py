@@ -1,11 +1,11 @@
 """The ASGI entry point: HTTP through Django, WebSockets through Channels.
 
 Every socket sits behind the origin check (config/origins.py: only the service's own pages,
-scheme, host and port, can open them). Only the
-advisor's socket goes through the session and auth middleware: it needs the OTP-verified
-session. The visitor's and the interpreter's sockets carry no session and prove themselves
-with a token inside a frame, so they skip both (no cookie read, no user looked up on the shared
-database thread for every visitor who connects)."""
+scheme, host and port, can open them). Only the advisor's socket goes through the session and
+auth middleware: it needs the OTP-verified session. The visitor's and the interpreter's
+sockets carry no session and prove themselves with a token inside a frame, so they skip both
+(no cookie read, no user looked up on the shared database thread for every visitor who
+connects)."""
 
 import os
 
